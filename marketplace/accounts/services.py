@@ -1,0 +1,106 @@
+"""Users, organisations, memberships and API tokens. Services flush; the caller commits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.accounts.models import ApiToken, Membership, Organisation, OrgRole, PlatformRole, User
+from marketplace.accounts.security import hash_password, hash_token, new_token, verify_password
+from marketplace.db import utcnow
+from marketplace.errors import Conflict, InvalidInput, NotFound, Unauthorized
+
+#: a token's last use is written at most this often, so that reads stay reads
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
+
+
+def normalise_email(email: str) -> str:
+    """Emails compare case-insensitively."""
+    return email.strip().lower()
+
+
+def create_user(
+    session: Session, *, email: str, name: str, password: str, platform_role: str | None = None
+) -> User:
+    """A new user; the email must be free."""
+    email = normalise_email(email)
+    if len(password) < 8:
+        raise InvalidInput("The password must have at least 8 characters.", details={"password": "too short"})
+    if platform_role is not None and platform_role not in {r.value for r in PlatformRole}:
+        raise InvalidInput(f"Unknown platform role {platform_role!r}.")
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict("A user with this email already exists.", code="email_taken")
+    user = User(email=email, name=name, password_hash=hash_password(password), platform_role=platform_role)
+    session.add(user)
+    session.flush()  # generate user.id
+    return user
+
+
+def create_organisation(session: Session, *, name: str, slug: str) -> Organisation:
+    """A new client organisation (tenant)."""
+    if session.scalar(select(Organisation.id).where(Organisation.slug == slug)) is not None:
+        raise Conflict(f"An organisation with slug {slug!r} exists.", code="slug_taken")
+    org = Organisation(name=name, slug=slug)
+    session.add(org)
+    session.flush()  # generate org.id
+    return org
+
+
+def add_membership(session: Session, *, user: User, organisation: Organisation, role: str) -> Membership:
+    """Make `user` a member of `organisation` with `role`."""
+    if role not in {r.value for r in OrgRole}:
+        raise InvalidInput(f"Unknown role {role!r}; expected one of {', '.join(r.value for r in OrgRole)}.")
+    membership = Membership(user_id=user.id, organisation_id=organisation.id, role=role)
+    session.add(membership)
+    session.flush()
+    return membership
+
+
+def authenticate(session: Session, *, email: str, password: str) -> User:
+    """The active user with these credentials, or Unauthorized (one message for both wrong email and password)."""
+    user = session.scalar(select(User).where(User.email == normalise_email(email)))
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        raise Unauthorized("Wrong email or password.", code="bad_credentials")
+    return user
+
+
+def issue_token(session: Session, *, user: User, name: str = "api") -> tuple[ApiToken, str]:
+    """A new API token for `user`: the row and the secret, which is never stored and shown only now."""
+    secret = new_token()
+    token = ApiToken(user_id=user.id, name=name, token_hash=hash_token(secret), prefix=secret[:10])
+    session.add(token)
+    session.flush()  # generate token.id
+    return token, secret
+
+
+def user_for_token(session: Session, *, secret: str) -> User | None:
+    """The active user owning an unrevoked token, or None."""
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    if token is None or token.revoked_at is not None:
+        return None
+    user = session.get(User, token.user_id)
+    if user is None or not user.is_active:
+        return None
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
+        token.last_used_at = now
+    return user
+
+
+def revoke_token(session: Session, *, user: User, token_id: int) -> ApiToken:
+    """Revoke one of `user`'s tokens (someone else's token is not found)."""
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user.id:
+        raise NotFound("No such token.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    return token
+
+
+def membership_of(session: Session, *, user: User, organisation_id: int) -> Membership | None:
+    """The user's membership in an organisation, if any."""
+    return session.scalar(
+        select(Membership).where(Membership.user_id == user.id, Membership.organisation_id == organisation_id)
+    )

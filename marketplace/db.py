@@ -1,0 +1,145 @@
+"""Engine, sessions and the one-transaction-per-request rule.
+
+The session's lifecycle is kept outside the code that uses it: a request, a CLI command or a job opens a session,
+hands it to services (which flush but never commit), and commits exactly once at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from flask import Flask, Response, current_app, g
+from sqlalchemy import BigInteger, Engine, MetaData, String, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+
+from payments.db import NAMING_CONVENTION, JSONType, UTCDateTime, utcnow
+
+__all__ = [
+    "Base",
+    "JSONType",
+    "get_session",
+    "intpk",
+    "money_minor",
+    "timestamp",
+    "unit_of_work",
+    "utcnow",
+]
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the marketplace's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+intpk = Annotated[int, mapped_column(primary_key=True)]
+money_minor = Annotated[int, mapped_column(BigInteger)]
+currency_code = Annotated[str, mapped_column(String(3))]
+timestamp = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
+
+
+def build_engine(url: str, *, echo: bool = False, sqlite_immediate: bool = True) -> Engine:
+    """An engine for `url`; SQLite gets foreign keys, WAL and (unless asked otherwise) serialised writers.
+
+    `sqlite_immediate=False` keeps pysqlite's own behaviour (reads outside any transaction), which suits a test's
+    long-lived session that inspects what the app committed.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine, immediate=sqlite_immediate)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
+    # pysqlite opens transactions lazily and lets a reader upgrade to a writer, which fails at once under
+    # concurrency ("database is locked"). Taking the write lock at BEGIN serialises writers and waits for the
+    # busy timeout instead: the embedded default trades write throughput for correctness.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if immediate:
+            dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and session factory of one app."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = build_engine(url, echo=echo)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+
+def init_app(app: Flask) -> None:
+    """Build the engine for `app` and commit (or roll back) each request's session once, at the edge."""
+    database = Database(app.config["DATABASE_URL"], echo=app.config.get("SQLALCHEMY_ECHO", False))
+    app.extensions["labelforce.db"] = database
+
+    @app.after_request
+    def _finish_transaction(response: Response) -> Response:
+        session: Session | None = g.pop("db_session", None)
+        if session is None:
+            return response
+        try:
+            if response.status_code < 400:
+                session.commit()
+            else:
+                session.rollback()
+        finally:
+            session.close()
+        return response
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+
+
+def database(app: Flask | None = None) -> Database:
+    """The `Database` of `app` (or the current app)."""
+    app = app or current_app
+    db: Database = app.extensions["labelforce.db"]
+    return db
+
+
+def get_session() -> Session:
+    """The current request's session, opened on first use and committed once when the request succeeds."""
+    if "db_session" not in g:
+        g.db_session = database().sessionmaker()
+    session: Session = g.db_session
+    return session
+
+
+@contextmanager
+def unit_of_work(app: Flask | None = None) -> Iterator[Session]:
+    """One transaction for a CLI command or job: commit on success, roll back on any error."""
+    session = database(app).sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,85 @@
+"""Assignments (a leased slot of a task for one annotator) and the labels submitted for them."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from marketplace.db import Base, JSONType, currency_code, intpk, money_minor, timestamp
+
+
+class AssignmentState(enum.StrEnum):
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class ReviewState(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        # an annotator never gets the same item twice (released and expired leases included)
+        UniqueConstraint("task_id", "annotator_id"),
+        CheckConstraint("price_minor >= 0 AND fee_minor >= 0", name="amounts_non_negative"),
+        CheckConstraint("state IN ('leased', 'submitted', 'released', 'expired')", name="state_known"),
+        Index("ix_assignments_annotator_state", "annotator_id", "state"),
+        Index("ix_assignments_state_expiry", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[intpk]
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator_profiles.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(20), default=AssignmentState.LEASED.value)
+    #: what the annotator earns if the label is accepted
+    price_minor: Mapped[money_minor]
+    #: the platform's fee on top, held from the project budget with the price
+    fee_minor: Mapped[money_minor] = mapped_column(default=0)
+    currency: Mapped[currency_code]
+    #: the ledger transaction of the budget hold, resolved when the label is decided or the lease ends
+    hold_transaction_id: Mapped[int | None]
+    source: Mapped[str] = mapped_column(String(20), default="plan")
+    leased_at: Mapped[timestamp]
+    lease_expires_at: Mapped[datetime]
+    #: heartbeats extend the lease up to this instant and no further
+    lease_cap_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class Label(Base):
+    __tablename__ = "labels"
+    __table_args__ = (
+        CheckConstraint("time_spent_ms >= 0", name="time_non_negative"),
+        CheckConstraint("review_state IN ('pending', 'accepted', 'rejected')", name="review_state_known"),
+        Index("ix_labels_project_review", "project_id", "review_state"),
+    )
+
+    id: Mapped[intpk]
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"), unique=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(
+        ForeignKey("annotator_profiles.id", ondelete="CASCADE"), index=True
+    )
+    value: Mapped[Any] = mapped_column(JSONType)
+    time_spent_ms: Mapped[int] = mapped_column(default=0)
+    is_gold: Mapped[bool] = mapped_column(default=False)
+    review_state: Mapped[str] = mapped_column(String(20), default=ReviewState.PENDING.value)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reviewed_at: Mapped[datetime | None]
+    submit_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[timestamp]
+
+    assignment: Mapped[Assignment] = relationship()
