@@ -44,15 +44,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from marketplace.accounts import auth
     from marketplace.accounts import cli as accounts_cli
     from marketplace.annotators import api as annotators_api
+    from marketplace.billing import api as billing_api
+    from marketplace.planning import api as planning_api
+    from marketplace.planning import cli as planning_cli
     from marketplace.projects import api as projects_api
     from marketplace.projects import cli as projects_cli
 
     auth.init_app(app)
-    for module in (accounts_api, annotators_api, projects_api):
+    for module in (accounts_api, annotators_api, projects_api, billing_api, planning_api):
         module.init_app(app, api)
-    accounts_cli.init_app(app)
-    projects_cli.init_app(app)
-    seed.init_app(app)
+    for cli_module in (accounts_cli, projects_cli, planning_cli, seed):
+        cli_module.init_app(app)
     _exempt_api_from_csrf(app, csrf)
     _register_health(app)
     return app

@@ -3,7 +3,8 @@
 from marketplace.accounts.models import ApiToken, Membership, Organisation, OrgRole, PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus, Skill
 from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, Task, TaskStatus
-from marketplace.work.models import Assignment, AssignmentState, Label, ReviewState
+from marketplace.planning.models import Offer, PlanRun
+from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker, ReviewState
 
 __all__ = [
     "AnnotatorProfile",
@@ -14,6 +15,9 @@ __all__ = [
     "AssignmentState",
     "Label",
     "Membership",
+    "Offer",
+    "PlanRun",
+    "ProjectWorker",
     "OrgRole",
     "Organisation",
     "PlatformRole",

@@ -12,6 +12,7 @@ from sqlalchemy.types import TypeDecorator
 
 import marketplace.models  # noqa: F401  (registers every marketplace table)
 import payments.models  # noqa: F401  (registers the ledger's tables)
+import payments.payout_models  # noqa: F401
 from marketplace.config import INSTANCE_DIR
 from marketplace.db import Base
 from payments.db import PaymentsBase

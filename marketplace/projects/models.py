@@ -83,7 +83,6 @@ class Task(Base):
         # live leases + labels awaiting a decision + accepted labels never exceed the item's slots
         CheckConstraint("labels_in_progress + labels_accepted <= labels_needed", name="slots_not_exceeded"),
         CheckConstraint("status IN ('open', 'complete')", name="status_known"),
-        Index("ix_tasks_queue", "project_id", "status", "priority", "id"),
     )
 
     id: Mapped[intpk]
@@ -102,3 +101,7 @@ class Task(Base):
     completed_at: Mapped[datetime | None]
 
     project: Mapped[Project] = relationship()
+
+
+# The spot queue: a project's open items, most important first, oldest first (the order next-task reads).
+Index("ix_tasks_queue", Task.project_id, Task.status, Task.priority.desc(), Task.id)

@@ -49,6 +49,7 @@ class Assignment(Base):
     #: the ledger transaction of the budget hold, resolved when the label is decided or the lease ends
     hold_transaction_id: Mapped[int | None]
     source: Mapped[str] = mapped_column(String(20), default="plan")
+    is_gold: Mapped[bool] = mapped_column(default=False)
     leased_at: Mapped[timestamp]
     lease_expires_at: Mapped[datetime]
     #: heartbeats extend the lease up to this instant and no further
@@ -83,3 +84,25 @@ class Label(Base):
     created_at: Mapped[timestamp]
 
     assignment: Mapped[Assignment] = relationship()
+
+
+class ProjectWorker(Base):
+    """One annotator's standing in one project: counters that keep next-task constant-time, and any block."""
+
+    __tablename__ = "project_workers"
+    __table_args__ = (
+        CheckConstraint("leased >= gold_leased AND gold_leased >= 0", name="counts_consistent"),
+        CheckConstraint("gold_correct >= 0 AND gold_wrong >= 0", name="gold_non_negative"),
+    )
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(
+        ForeignKey("annotator_profiles.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    leased: Mapped[int] = mapped_column(default=0)
+    gold_leased: Mapped[int] = mapped_column(default=0)
+    gold_correct: Mapped[int] = mapped_column(default=0)
+    gold_wrong: Mapped[int] = mapped_column(default=0)
+    #: set when the annotator may no longer work on the project (for example after failing its gold items)
+    blocked_at: Mapped[datetime | None]
+    blocked_reason: Mapped[str | None] = mapped_column(String(500))

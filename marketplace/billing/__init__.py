@@ -1,0 +1,1 @@
+"""Billing: project funding, budget holds for leases, payment for accepted labels, budgets and earnings."""

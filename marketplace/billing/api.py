@@ -1,0 +1,225 @@
+"""Billing API: fund a project, read its budget, read my earnings (/api/v1)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, current_app, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import fields, validate
+
+from marketplace.accounts.auth import current_annotator, project_for
+from marketplace.accounts.models import OrgRole
+from marketplace.api import Api, Currency, MoneySchema, StrictInteger
+from marketplace.billing import services
+from marketplace.db import get_session
+from marketplace.errors import InvalidInput
+from payments.money import Money
+
+blp = Blueprint(
+    "billing", __name__, url_prefix="/api/v1", description="Project funding, budgets and earnings"
+)
+
+FUNDERS = (OrgRole.ADMIN.value, OrgRole.MANAGER.value)
+BUDGET_READERS = (OrgRole.ADMIN.value, OrgRole.MANAGER.value, OrgRole.FINANCE.value)
+#: a client's key is scoped to the project in the ledger, so it only has to be unique per project
+_KEY_PATTERN = r"^[A-Za-z0-9_.:\-]{1,120}$"
+_KEY_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,120}")
+
+
+def _validate_key(value: str) -> None:
+    if not _KEY_RE.fullmatch(value):
+        raise ma.ValidationError("Use 1 to 120 of the characters A-Z a-z 0-9 _ . : -")
+
+
+class FundingIn(ma.Schema):
+    amount_minor = StrictInteger(required=True, validate=validate.Range(min=1, max=10**13))
+    currency = Currency(required=True)
+    idempotency_key = fields.String(validate=_validate_key, metadata={"pattern": _KEY_PATTERN})
+
+
+class FundingOut(ma.Schema):
+    transaction_id = fields.Integer()
+    idempotency_key = fields.String()
+    amount = fields.Nested(MoneySchema)
+    created_at = fields.AwareDateTime()
+
+
+class BudgetOut(ma.Schema):
+    project_id = fields.Integer()
+    currency = fields.String()
+    funded = fields.Nested(MoneySchema, metadata={"description": "credited by fundings"})
+    held = fields.Nested(
+        MoneySchema, metadata={"description": "reserved by live leases and labels in review"}
+    )
+    spent = fields.Nested(MoneySchema, metadata={"description": "paid to annotators for accepted labels"})
+    fees = fields.Nested(MoneySchema, metadata={"description": "platform fees on those labels"})
+    remaining = fields.Nested(MoneySchema, metadata={"description": "funded less spent and fees"})
+    available = fields.Nested(MoneySchema, metadata={"description": "remaining less held"})
+    label_cost = fields.Nested(MoneySchema, metadata={"description": "pay per label plus the platform fee"})
+    affordable_labels = fields.Integer(
+        allow_none=True,
+        metadata={"description": "labels the available budget still covers (null: free labels)"},
+    )
+    funding = fields.Nested(FundingOut, metadata={"description": "the funding just made (POST only)"})
+
+
+class EarningsQuery(ma.Schema):
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+
+
+class DayOut(ma.Schema):
+    day = fields.Date()
+    pending = fields.Nested(MoneySchema)
+    accepted = fields.Nested(MoneySchema)
+    rejected = fields.Nested(MoneySchema)
+    paid_out = fields.Nested(MoneySchema)
+
+
+class LabelEarningOut(ma.Schema):
+    label_id = fields.Integer()
+    project_id = fields.Integer()
+    submitted_at = fields.AwareDateTime()
+    review_state = fields.String()
+    price = fields.Nested(MoneySchema)
+    earned = fields.Nested(MoneySchema)
+
+
+class EarningsOut(ma.Schema):
+    annotator_id = fields.Integer()
+    currency = fields.String()
+    since = fields.AwareDateTime()
+    until = fields.AwareDateTime()
+    pending = fields.Nested(MoneySchema, metadata={"description": "labels awaiting review"})
+    accepted = fields.Nested(MoneySchema, metadata={"description": "earned by accepted labels"})
+    rejected = fields.Nested(MoneySchema, metadata={"description": "price of rejected labels"})
+    paid_out = fields.Nested(MoneySchema, metadata={"description": "confirmed payouts in the period"})
+    payout_pending = fields.Nested(MoneySchema, metadata={"description": "payouts requested, not confirmed"})
+    payable = fields.Nested(MoneySchema, metadata={"description": "earned and not yet paid out"})
+    days = fields.List(fields.Nested(DayOut))
+    labels = fields.List(fields.Nested(LabelEarningOut))
+
+
+def _budget_dict(project: Any) -> dict[str, Any]:
+    session = get_session()
+    fee_bps = int(current_app.config["PLATFORM_FEE_BPS"])
+    summary = services.project_budget(session, project=project)
+    cost = services.label_cost(project, fee_bps=fee_bps)
+    affordable = summary.available.amount // cost.amount if cost.is_positive else None
+    return {**summary.to_json(), "label_cost": cost.to_json(), "affordable_labels": affordable}
+
+
+def _client_key(body: dict[str, Any]) -> str:
+    header = request.headers.get("Idempotency-Key")
+    if header is not None and not _KEY_RE.fullmatch(header):
+        raise InvalidInput(
+            "The Idempotency-Key header is not a valid key.", details={"Idempotency-Key": "invalid"}
+        )
+    key = body.get("idempotency_key")
+    if header is not None and key is not None and header != key:
+        raise InvalidInput(
+            "The Idempotency-Key header and the body's idempotency_key differ.",
+            details={"idempotency_key": "differs from the Idempotency-Key header"},
+        )
+    # Without a key every call is a new funding, as the client asked; with one, retries are safe.
+    return header or key or f"auto-{uuid.uuid4().hex}"
+
+
+@blp.route("/projects/<int:project_id>/funding")
+class ProjectFunding(MethodView):
+    @blp.arguments(FundingIn)
+    @blp.response(201, BudgetOut)
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": "Idempotency-Key",
+                "required": False,
+                "schema": {"type": "string", "pattern": _KEY_PATTERN},
+                "description": "Retrying with the same key funds once and answers the same funding.",
+            }
+        ]
+    )
+    def post(self, body: dict[str, Any], project_id: int) -> dict[str, Any]:
+        """Add money to a project's budget (its organisation's admins and managers)."""
+        session = get_session()
+        project = project_for(session, project_id, *FUNDERS)
+        amount = Money.parse_minor(body["amount_minor"], body["currency"])
+        if amount.currency != project.currency:
+            raise InvalidInput(
+                f"This project is budgeted in {project.currency}.",
+                details={"currency": f"must be {project.currency}"},
+            )
+        key = _client_key(body)
+        transaction = services.fund_project(session, project=project, amount=amount, idempotency_key=key)
+        funding = {
+            "transaction_id": transaction.id,
+            "idempotency_key": key,
+            "amount": amount.to_json(),
+            "created_at": transaction.created_at,
+        }
+        return {**_budget_dict(project), "funding": funding}
+
+
+@blp.route("/projects/<int:project_id>/budget")
+class ProjectBudget(MethodView):
+    @blp.response(200, BudgetOut)
+    def get(self, project_id: int) -> dict[str, Any]:
+        """Where a project's money stands: funded, held, spent, fees, remaining, available."""
+        session = get_session()
+        return _budget_dict(project_for(session, project_id, *BUDGET_READERS))
+
+
+@blp.route("/me/earnings")
+class MyEarnings(MethodView):
+    @blp.arguments(EarningsQuery, location="query")
+    @blp.response(200, EarningsOut)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """My earnings per label and per day: pending, accepted, rejected and paid out (default: 30 days)."""
+        session = get_session()
+        profile = current_annotator(session)
+        earnings = services.annotator_earnings(
+            session, annotator_id=profile.id, since=query.get("since"), until=query.get("until")
+        )
+        return {
+            "annotator_id": earnings.annotator_id,
+            "currency": earnings.currency,
+            "since": earnings.since,
+            "until": earnings.until,
+            **{
+                name: getattr(earnings, name).to_json()
+                for name in ("pending", "accepted", "rejected", "paid_out", "payout_pending", "payable")
+            },
+            "days": [
+                {
+                    "day": d.day,
+                    **{n: getattr(d, n).to_json() for n in ("pending", "accepted", "rejected", "paid_out")},
+                }
+                for d in earnings.days
+            ],
+            "labels": [
+                {
+                    "label_id": item.label_id,
+                    "project_id": item.project_id,
+                    "submitted_at": item.submitted_at,
+                    "review_state": item.review_state,
+                    "price": item.price.to_json(),
+                    "earned": item.earned.to_json(),
+                }
+                for item in earnings.labels
+            ],
+        }
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the billing API and the `ledger` CLI group."""
+    from marketplace.db import unit_of_work
+    from payments.cli import register_cli
+
+    api.register_blueprint(blp)
+    register_cli(app.cli, open_session=lambda: unit_of_work(app))

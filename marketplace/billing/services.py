@@ -1,0 +1,484 @@
+"""Billing: the marketplace's money flows written to the ledger (funding, lease holds, payment for labels).
+
+The ledger (`payments`) knows accounts and amounts; this module knows what they mean here: which project's
+budget pays which annotator for which label, and what the platform keeps. Services flush and never commit.
+
+Chart of accounts used here (docs/payments.md has every flow):
+
+| code                        | kind      | normal | no overdraft | what it is                               |
+| --------------------------- | --------- | ------ | ------------ | ---------------------------------------- |
+| `project:{id}:budget`       | liability | credit | yes          | prepaid by a client for a project        |
+| `annotator:{id}:payable`    | liability | credit | yes          | earned, not yet paid out                 |
+| `platform:fees`             | revenue   | credit | no           | the platform's fee on accepted labels    |
+| `clearing:stripe_funding`   | asset     | debit  | no           | client payments via Stripe, not settled  |
+| `platform:funding_received` | asset     | debit  | no           | funding received outside Stripe          |
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session
+
+from marketplace.annotators.models import AnnotatorProfile
+from marketplace.db import utcnow
+from marketplace.errors import InvalidInput, NotFound
+from marketplace.projects.models import Project
+from marketplace.work.models import Assignment, Label, ReviewState
+from payments import ledger
+from payments.errors import CurrencyMismatch, HoldAlreadyResolved, HoldNotFound, InvalidAmount
+from payments.models import Account, LedgerEntry, LedgerTransaction, TransactionStatus
+from payments.money import Money, fee_for
+
+FEES_ACCOUNT = "platform:fees"
+STRIPE_FUNDING_ACCOUNT = "clearing:stripe_funding"
+LOCAL_FUNDING_ACCOUNT = "platform:funding_received"
+#: where the money of a funding comes from, by source
+FUNDING_SOURCES = {"stripe": STRIPE_FUNDING_ACCOUNT, "local": LOCAL_FUNDING_ACCOUNT}
+
+#: transaction kinds written by billing (a hold's posting and voiding inherit the hold's kind)
+KIND_FUNDING = "funding"
+KIND_LABEL_PAYMENT = "label_payment"
+#: the kind the payouts flow uses for its holds on payable accounts (and so for their postings)
+KIND_PAYOUT = "payout"
+
+#: what `affordable_slots` answers when labels cost nothing: "no budget limit", as a plain int for routing
+UNLIMITED_SLOTS = 2**31 - 1
+
+
+def budget_account_code(project_id: int) -> str:
+    """The ledger account of a project's budget."""
+    return f"project:{project_id}:budget"
+
+
+def payable_account_code(annotator_id: int) -> str:
+    """The ledger account of what the platform owes an annotator."""
+    return f"annotator:{annotator_id}:payable"
+
+
+def _budget_account(session: Session, project_id: int, currency: str) -> Account:
+    return ledger.ensure_account(
+        session, code=budget_account_code(project_id), currency=currency, kind="liability", no_overdraft=True
+    )
+
+
+def _payable_account(session: Session, annotator_id: int, currency: str) -> Account:
+    return ledger.ensure_account(
+        session,
+        code=payable_account_code(annotator_id),
+        currency=currency,
+        kind="liability",
+        no_overdraft=True,
+    )
+
+
+# --- funding ------------------------------------------------------------------------------------------------
+
+
+def fund_project(
+    session: Session, *, project: Project, amount: Money, idempotency_key: str, source: str = "local"
+) -> LedgerTransaction:
+    """Credit the project's budget with `amount`; the same key again returns the first funding.
+
+    `source` says where the money is: "stripe" (a client payment not yet settled: `clearing:stripe_funding`,
+    cleared by reconciliation into `platform:stripe_balance`) or "local" (received outside Stripe, or the
+    embedded setup without payments: `platform:funding_received`). The key is scoped to the project.
+    """
+    if not isinstance(amount, Money) or amount.amount <= 0:
+        raise InvalidAmount("a funding is a positive amount of Money")
+    if amount.currency != project.currency:
+        raise CurrencyMismatch(
+            f"project {project.id} is budgeted in {project.currency}, not {amount.currency}",
+            details={"currency": f"expected {project.currency}"},
+        )
+    source_account = FUNDING_SOURCES.get(source)
+    if source_account is None:
+        raise InvalidInput(f"unknown funding source {source!r}", details={"source": sorted(FUNDING_SOURCES)})
+    _budget_account(session, project.id, project.currency)
+    ledger.ensure_account(session, code=source_account, currency=project.currency, kind="asset")
+    budget = budget_account_code(project.id)
+    return ledger.post_transaction(
+        session,
+        idempotency_key=f"project:{project.id}:funding:{idempotency_key}",
+        kind=KIND_FUNDING,
+        reference=f"project:{project.id}",
+        legs=[ledger.debit(source_account, amount), ledger.credit(budget, amount)],
+        metadata={"source": source, "client_key": idempotency_key},
+    )
+
+
+# --- holds and payments for labels --------------------------------------------------------------------------
+
+
+def hold_for_assignment(session: Session, *, assignment: Assignment) -> LedgerTransaction:
+    """Reserve price + fee on the project budget for a leased assignment; InsufficientFunds if it cannot pay.
+
+    The hold already names who is paid (the annotator's payable and the platform's fees), so accepting the
+    label is a plain posting of it. It has no expiry of its own: the lease decides, and releases it.
+    """
+    project = session.get(Project, assignment.project_id)
+    if project is None:
+        raise NotFound(f"Project {assignment.project_id} not found.")
+    if assignment.currency != project.currency:
+        raise CurrencyMismatch(
+            f"assignment {assignment.id} is in {assignment.currency}, its project in {project.currency}"
+        )
+    if not sa_inspect(assignment).has_identity:
+        session.flush()  # generate assignment.id: the hold is keyed by it
+    currency = project.currency
+    price = Money(assignment.price_minor, currency)
+    fee = Money(assignment.fee_minor, currency)
+    _budget_account(session, project.id, currency)
+    legs: list[ledger.Leg] = []
+    if price.is_positive or fee.is_positive:
+        legs.append(ledger.debit(budget_account_code(project.id), price + fee))
+    if price.is_positive:
+        _payable_account(session, assignment.annotator_id, currency)
+        legs.append(ledger.credit(payable_account_code(assignment.annotator_id), price))
+    if fee.is_positive:
+        ledger.ensure_account(session, code=FEES_ACCOUNT, currency=currency, kind="revenue")
+        legs.append(ledger.credit(FEES_ACCOUNT, fee))
+    hold = ledger.place_hold(
+        session,
+        idempotency_key=f"assignment:{assignment.id}:hold",
+        kind=KIND_LABEL_PAYMENT,
+        reference=f"assignment:{assignment.id}",
+        legs=legs,
+        metadata={
+            "project_id": project.id,
+            "annotator_id": assignment.annotator_id,
+            "task_id": assignment.task_id,
+        },
+    )
+    assignment.hold_transaction_id = hold.id
+    return hold
+
+
+def pay_for_label(session: Session, *, assignment: Assignment, label_id: int) -> LedgerTransaction:
+    """Pay an accepted label: post its assignment's hold (budget → payable + fees), once per label.
+
+    Accepting twice returns the first payment. If the hold was already released (a rejection overturned on
+    appeal), the same amounts are paid from the budget's available balance instead, under the same key.
+    """
+    key = f"label:{label_id}:accept"
+    paid = ledger.find_transaction(session, idempotency_key=key)
+    if paid is not None:
+        return paid
+    hold_id = assignment.hold_transaction_id
+    if hold_id is None:
+        raise HoldNotFound(
+            f"assignment {assignment.id} has no budget hold", details={"assignment_id": assignment.id}
+        )
+    reference = f"label:{label_id}"
+    metadata: dict[str, Any] = {"label_id": label_id, "assignment_id": assignment.id}
+    try:
+        return ledger.post_hold(
+            session, hold_id=hold_id, idempotency_key=key, reference=reference, metadata=metadata
+        )
+    except HoldAlreadyResolved:
+        resolution = ledger.hold_resolution(session, hold_id=hold_id)
+        if resolution is None or resolution.status == TransactionStatus.POSTED:
+            raise
+    hold = session.get(LedgerTransaction, hold_id)
+    assert hold is not None
+    assert resolution is not None
+    legs = ledger.hold_legs(session, hold)
+    if not legs:
+        return resolution  # a free label: there is nothing to pay
+    return ledger.post_transaction(
+        session,
+        idempotency_key=key,
+        kind=KIND_LABEL_PAYMENT,
+        reference=reference,
+        legs=legs,
+        metadata={**metadata, "released_hold_id": hold_id},
+    )
+
+
+def release_assignment_hold(session: Session, *, assignment: Assignment, reason: str) -> None:
+    """Void the assignment's hold (rejected label, released or expired lease); a released hold stays so."""
+    hold_id = assignment.hold_transaction_id
+    if hold_id is None:
+        return
+    resolution = ledger.hold_resolution(session, hold_id=hold_id)
+    if resolution is not None and resolution.status in (TransactionStatus.VOIDED, TransactionStatus.EXPIRED):
+        return
+    ledger.void_hold(session, hold_id=hold_id, reason=reason)
+
+
+# --- budgets ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSummary:
+    """Where a project's money stands."""
+
+    project_id: int
+    currency: str
+    #: everything credited to the budget by fundings
+    funded: Money
+    #: reserved by live leases and labels awaiting review
+    held: Money
+    #: paid to annotators for accepted labels
+    spent: Money
+    #: the platform's fees on those labels
+    fees: Money
+    #: the posted balance: funded less everything paid out of the budget
+    remaining: Money
+    #: remaining less held: what new leases can still reserve
+    available: Money
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's shape."""
+        return {
+            "project_id": self.project_id,
+            "currency": self.currency,
+            **{
+                name: getattr(self, name).to_json()
+                for name in ("funded", "held", "spent", "fees", "remaining", "available")
+            },
+        }
+
+
+def project_budget(session: Session, *, project: Project) -> BudgetSummary:
+    """Funded, held, spent, fees, remaining and available money of a project."""
+    currency = project.currency
+    zero = Money.zero(currency)
+    code = budget_account_code(project.id)
+    account = session.scalar(select(Account).where(Account.code == code, Account.currency == currency))
+    if account is None:
+        return BudgetSummary(project.id, currency, zero, zero, zero, zero, zero, zero)
+    balance = ledger.balance(session, account_code=code, currency=currency)
+    funded = session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(
+            LedgerEntry.account_id == account.id,
+            LedgerEntry.direction == "credit",
+            LedgerTransaction.kind == KIND_FUNDING,
+            LedgerTransaction.status == TransactionStatus.POSTED.value,
+        )
+    )
+    # Spent and fees are told apart by where the budget's money went: the credit side of each posted
+    # transaction that debited the budget.
+    paid_from_budget = select(LedgerEntry.transaction_id).where(
+        LedgerEntry.account_id == account.id, LedgerEntry.direction == "debit"
+    )
+    spent = fees = 0
+    for counter_code, total in session.execute(
+        select(Account.code, func.sum(LedgerEntry.amount_minor))
+        .join(Account, Account.id == LedgerEntry.account_id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(
+            LedgerEntry.transaction_id.in_(paid_from_budget),
+            LedgerEntry.direction == "credit",
+            LedgerTransaction.status == TransactionStatus.POSTED.value,
+        )
+        .group_by(Account.code)
+    ):
+        if counter_code == FEES_ACCOUNT:
+            fees += int(total)
+        elif counter_code.startswith("annotator:"):
+            spent += int(total)
+    return BudgetSummary(
+        project_id=project.id,
+        currency=currency,
+        funded=Money(int(funded or 0), currency),
+        held=balance.pending_debits,
+        spent=Money(spent, currency),
+        fees=Money(fees, currency),
+        remaining=balance.posted,
+        available=balance.available,
+    )
+
+
+def label_cost(project: Project, *, fee_bps: int) -> Money:
+    """What one more label costs the budget at the project's rate: the pay plus the platform's fee."""
+    pay = Money(project.pay_per_label_minor, project.currency)
+    return pay + fee_for(pay, fee_bps)
+
+
+def affordable_slots(session: Session, *, project: Project, fee_bps: int) -> int:
+    """How many more labels the available budget covers at the project's pay rate plus fee (for routing)."""
+    cost = label_cost(project, fee_bps=fee_bps)
+    if not cost.is_positive:
+        return UNLIMITED_SLOTS
+    available = project_budget(session, project=project).available
+    return max(available.amount // cost.amount, 0)
+
+
+# --- earnings -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEarning:
+    """One label and what it earns."""
+
+    label_id: int
+    project_id: int
+    submitted_at: datetime
+    review_state: str
+    #: the assignment's price, paid if the label is accepted
+    price: Money
+    #: what the ledger actually credited the annotator for it
+    earned: Money
+
+
+@dataclass(frozen=True, slots=True)
+class DayEarnings:
+    """One day: labels by review state (on the day submitted) and payouts (on the day made)."""
+
+    day: date
+    pending: Money
+    accepted: Money
+    rejected: Money
+    paid_out: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Earnings:
+    """An annotator's earnings over a period, with the payable balance as it is now."""
+
+    annotator_id: int
+    currency: str
+    since: datetime
+    until: datetime
+    #: price of labels awaiting review
+    pending: Money
+    #: earned by accepted labels
+    accepted: Money
+    #: price of rejected labels (not earned)
+    rejected: Money
+    #: sent to the annotator's bank account by confirmed payouts
+    paid_out: Money
+    #: in payouts requested and not yet confirmed (all time)
+    payout_pending: Money
+    #: earned and not yet paid out or requested (all time)
+    payable: Money
+    days: list[DayEarnings]
+    labels: list[LabelEarning]
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def annotator_earnings(
+    session: Session,
+    *,
+    annotator_id: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    currency: str | None = None,
+    label_limit: int = 1000,
+) -> Earnings:
+    """Per label and per day: pending, accepted, rejected, paid out, in [since, until) (default: 30 days)."""
+    profile = session.get(AnnotatorProfile, annotator_id)
+    if profile is None:
+        raise NotFound(f"Annotator {annotator_id} not found.")
+    currency = currency or profile.currency
+    until = until or utcnow()
+    since = since or until - timedelta(days=30)
+    if since >= until:
+        raise InvalidInput("since must be before until", details={"since": "after until"})
+    zero = Money.zero(currency)
+
+    rows = session.execute(
+        select(Label.id, Label.project_id, Label.created_at, Label.review_state, Assignment.price_minor)
+        .join(Assignment, Assignment.id == Label.assignment_id)
+        .where(
+            Label.annotator_id == annotator_id,
+            Assignment.currency == currency,
+            Label.created_at >= since,
+            Label.created_at < until,
+        )
+        .order_by(Label.created_at.desc(), Label.id.desc())
+    ).all()
+
+    payable_code = payable_account_code(annotator_id)
+    payable = session.scalar(
+        select(Account).where(Account.code == payable_code, Account.currency == currency)
+    )
+    earned: dict[int, int] = {}
+    paid_by_day: dict[date, int] = defaultdict(int)
+    payable_now = payout_pending = zero
+    if payable is not None:
+        references = [f"label:{row.id}" for row in rows if row.review_state == ReviewState.ACCEPTED]
+        for chunk in _chunks(references):
+            for reference, total in session.execute(
+                select(LedgerTransaction.reference, func.sum(LedgerEntry.amount_minor))
+                .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
+                .where(
+                    LedgerEntry.account_id == payable.id,
+                    LedgerEntry.direction == "credit",
+                    LedgerTransaction.status == TransactionStatus.POSTED.value,
+                    LedgerTransaction.reference.in_(chunk),
+                )
+                .group_by(LedgerTransaction.reference)
+            ):
+                earned[int(reference.split(":", 1)[1])] = int(total)
+        for created_at, amount in session.execute(
+            select(LedgerTransaction.created_at, LedgerEntry.amount_minor)
+            .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
+            .where(
+                LedgerEntry.account_id == payable.id,
+                LedgerEntry.direction == "debit",
+                LedgerTransaction.kind == KIND_PAYOUT,
+                LedgerTransaction.status == TransactionStatus.POSTED.value,
+                LedgerTransaction.created_at >= since,
+                LedgerTransaction.created_at < until,
+            )
+        ):
+            paid_by_day[created_at.date()] += int(amount)
+        balance = ledger.balance(session, account_code=payable_code, currency=currency)
+        payable_now, payout_pending = balance.available, balance.pending_debits
+
+    by_day: dict[date, dict[str, int]] = defaultdict(lambda: {"pending": 0, "accepted": 0, "rejected": 0})
+    labels: list[LabelEarning] = []
+    for row in rows:
+        state = row.review_state
+        amount = earned.get(row.id, 0) if state == ReviewState.ACCEPTED else row.price_minor
+        if state in by_day[row.created_at.date()]:
+            by_day[row.created_at.date()][state] += amount
+        if len(labels) < label_limit:
+            labels.append(
+                LabelEarning(
+                    label_id=row.id,
+                    project_id=row.project_id,
+                    submitted_at=row.created_at,
+                    review_state=state,
+                    price=Money(row.price_minor, currency),
+                    earned=Money(earned.get(row.id, 0), currency),
+                )
+            )
+    days = [
+        DayEarnings(
+            day=day,
+            pending=Money(by_day[day]["pending"], currency) if day in by_day else zero,
+            accepted=Money(by_day[day]["accepted"], currency) if day in by_day else zero,
+            rejected=Money(by_day[day]["rejected"], currency) if day in by_day else zero,
+            paid_out=Money(paid_by_day.get(day, 0), currency),
+        )
+        for day in sorted(by_day.keys() | paid_by_day.keys())
+    ]
+    return Earnings(
+        annotator_id=annotator_id,
+        currency=currency,
+        since=since,
+        until=until,
+        pending=Money.total((d.pending for d in days), currency),
+        accepted=Money.total((d.accepted for d in days), currency),
+        rejected=Money.total((d.rejected for d in days), currency),
+        paid_out=Money.total((d.paid_out for d in days), currency),
+        payout_pending=payout_pending,
+        payable=payable_now,
+        days=days,
+        labels=labels,
+    )

@@ -1,0 +1,348 @@
+"""Next task, leases, heartbeats, releases and expiry.
+
+The cost of `lease_next_assignment` does not grow with a project's size: it reads the annotator's few ranked
+offers, or the head of one project's open-item index, and claims a slot with one conditional UPDATE.
+
+Claiming a slot is ``UPDATE tasks SET labels_in_progress = labels_in_progress + 1 WHERE id = :id AND status =
+'open' AND labels_in_progress + labels_accepted < labels_needed``: the database re-checks the condition under the
+row's lock, so a slot is never leased twice on either database, and the CHECK constraint on tasks holds the same
+invariant. Candidate rows are read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so concurrent annotators spread over
+different items instead of queueing on one; SQLite has one writer at a time and needs no such care.
+
+Lock order, everywhere: the task row, then the ledger's balance rows (taken by the hold). Accepting a label takes
+only ledger rows, so no cycle can form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus
+from marketplace.billing.services import hold_for_assignment, release_assignment_hold
+from marketplace.errors import Conflict, NotFound
+from marketplace.planning.models import Offer
+from marketplace.projects.models import Project, ProjectStatus, Task, TaskStatus
+from marketplace.work.models import Assignment, AssignmentState, ProjectWorker
+from payments.errors import InsufficientFunds
+from payments.money import Money, fee_for
+
+#: a lease can be extended by heartbeats up to this many times its project's lease length
+LEASE_CAP_FACTOR = 3
+#: how many planned offers one request looks at before falling back to a spot match
+OFFERS_PER_REQUEST = 25
+
+NO_WORK_MESSAGES = {
+    "account_paused": "Your account is paused; set your status to active to get work.",
+    "at_capacity": "You hold as many leases as your capacity allows; submit or release one first.",
+    "no_eligible_project": "No active project matches your skills, levels and price right now.",
+    "budget_exhausted": "The projects you qualify for have no budget left for another label.",
+    "all_slots_leased": "Every open item you qualify for is leased to someone else or already labelled by you.",
+}
+
+
+@dataclass(frozen=True)
+class LeaseOutcome:
+    """A new assignment, or why there is none."""
+
+    assignment: Assignment | None
+    reason: str | None = None
+
+    @property
+    def message(self) -> str | None:
+        return NO_WORK_MESSAGES.get(self.reason or "")
+
+
+def _locking(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def live_lease_count(session: Session, annotator_id: int) -> int:
+    """How many leases the annotator holds now."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.annotator_id == annotator_id, Assignment.state == AssignmentState.LEASED.value)
+    ) or 0
+
+
+def eligible_projects(
+    session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None = None
+) -> list[Project]:
+    """Active projects the annotator qualifies for (skill level, price, currency, not blocked), by deadline."""
+    level = (
+        select(AnnotatorSkill.level)
+        .where(AnnotatorSkill.annotator_id == annotator.id, AnnotatorSkill.skill_id == Project.skill_id)
+        .scalar_subquery()
+    )
+    blocked = exists().where(
+        ProjectWorker.project_id == Project.id,
+        ProjectWorker.annotator_id == annotator.id,
+        ProjectWorker.blocked_at.is_not(None),
+    )
+    # one label must still fit before the deadline at the annotator's speed
+    hours_per_label = 1.0 / max(annotator.measured_labels_per_hour or annotator.labels_per_hour, 1e-6)
+    stmt = (
+        select(Project)
+        .where(
+            Project.status == ProjectStatus.ACTIVE.value,
+            Project.deadline_at > now + timedelta(hours=hours_per_label),
+            Project.currency == annotator.currency,
+            Project.pay_per_label_minor >= annotator.price_minor,
+            level >= Project.min_level,
+            ~blocked,
+        )
+        .order_by(Project.deadline_at, Project.id)
+    )
+    if project_id is not None:
+        stmt = stmt.where(Project.id == project_id)
+    return list(session.scalars(stmt))
+
+
+def _worker(session: Session, project_id: int, annotator_id: int) -> ProjectWorker:
+    worker = session.get(ProjectWorker, (project_id, annotator_id))
+    if worker is None:
+        worker = ProjectWorker(project_id=project_id, annotator_id=annotator_id, leased=0, gold_leased=0)
+        session.add(worker)
+    return worker
+
+
+def gold_due(project: Project, worker: ProjectWorker) -> bool:
+    """Whether the next item for this annotator should be a gold item (the first one is, then at gold_rate)."""
+    rate = float(project.review_params.get("gold_rate", 0.0))
+    if rate <= 0:
+        return False
+    return worker.gold_leased < math.ceil((worker.leased + 1) * rate - 1e-9)
+
+
+def _not_done_by(annotator_id: int):  # type: ignore[no-untyped-def]
+    return ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == annotator_id)
+
+
+def _next_task_id(session: Session, *, project: Project, annotator_id: int, gold: bool) -> int | None:
+    stmt = (
+        select(Task.id)
+        .where(
+            Task.project_id == project.id,
+            Task.status == TaskStatus.OPEN.value,
+            Task.is_gold.is_(gold),
+            _not_done_by(annotator_id),
+        )
+        .order_by(Task.priority.desc(), Task.id)
+        .limit(1)
+    )
+    if not gold:
+        stmt = stmt.where(Task.labels_in_progress + Task.labels_accepted < Task.labels_needed)
+    if _locking(session) and not gold:
+        stmt = stmt.with_for_update(skip_locked=True, of=Task)
+    return session.scalar(stmt)
+
+
+def _claim_slot(session: Session, task_id: int) -> bool:
+    claimed = session.execute(
+        update(Task)
+        .where(
+            Task.id == task_id,
+            Task.status == TaskStatus.OPEN.value,
+            Task.labels_in_progress + Task.labels_accepted < Task.labels_needed,
+        )
+        .values(labels_in_progress=Task.labels_in_progress + 1)
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return claimed is not None
+
+
+def _open_assignment(
+    session: Session,
+    *,
+    annotator: AnnotatorProfile,
+    project: Project,
+    task_id: int,
+    gold: bool,
+    source: str,
+    now: datetime,
+    fee_bps: int,
+) -> Assignment | None:
+    """Claim a slot, open the lease and hold the budget, all or nothing (a savepoint); None if taken meanwhile.
+
+    InsufficientFunds propagates after the savepoint is rolled back.
+    """
+    try:
+        with session.begin_nested():
+            if not gold and not _claim_slot(session, task_id):
+                return None
+            lease = timedelta(seconds=project.lease_seconds)
+            assignment = Assignment(
+                task_id=task_id,
+                project_id=project.id,
+                annotator_id=annotator.id,
+                state=AssignmentState.LEASED.value,
+                price_minor=annotator.price_minor,
+                fee_minor=fee_for(Money(annotator.price_minor, project.currency), fee_bps).amount,
+                currency=project.currency,
+                source=source,
+                is_gold=gold,
+                leased_at=now,
+                lease_expires_at=now + lease,
+                lease_cap_at=now + lease * LEASE_CAP_FACTOR,
+            )
+            session.add(assignment)
+            session.flush()  # generate assignment.id (the hold is keyed by it); the unique pair is checked here
+            hold_for_assignment(session, assignment=assignment)
+    except IntegrityError:
+        return None  # the same annotator took this item in a concurrent request
+    worker = _worker(session, project.id, annotator.id)
+    worker.leased += 1
+    if gold:
+        worker.gold_leased += 1
+    return assignment
+
+
+def _planned_offers(session: Session, annotator_id: int, project_id: int | None) -> list[Offer]:
+    stmt = select(Offer).where(Offer.annotator_id == annotator_id).order_by(Offer.rank).limit(OFFERS_PER_REQUEST)
+    if project_id is not None:
+        stmt = stmt.where(Offer.project_id == project_id)
+    if _locking(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+def lease_next_assignment(
+    session: Session,
+    *,
+    annotator: AnnotatorProfile,
+    now: datetime,
+    fee_bps: int,
+    project_id: int | None = None,
+) -> LeaseOutcome:
+    """The annotator's next assignment: the best still-valid planned offer, else a spot match by the same rules."""
+    annotator.last_seen_at = now
+    if annotator.status != AnnotatorStatus.ACTIVE:
+        return LeaseOutcome(None, "account_paused")
+    if live_lease_count(session, annotator.id) >= annotator.capacity:
+        return LeaseOutcome(None, "at_capacity")
+    projects = {p.id: p for p in eligible_projects(session, annotator=annotator, now=now, project_id=project_id)}
+    if not projects:
+        return LeaseOutcome(None, "no_eligible_project")
+    unaffordable: set[int] = set()
+
+    def attempt(project: Project, task_id: int | None, source: str) -> Assignment | None:
+        worker = _worker(session, project.id, annotator.id)
+        if gold_due(project, worker):
+            gold_id = _next_task_id(session, project=project, annotator_id=annotator.id, gold=True)
+            if gold_id is not None:
+                task_id, source = gold_id, "gold"
+        if task_id is None:
+            return None
+        try:
+            return _open_assignment(
+                session,
+                annotator=annotator,
+                project=project,
+                task_id=task_id,
+                gold=source == "gold",
+                source=source,
+                now=now,
+                fee_bps=fee_bps,
+            )
+        except InsufficientFunds:
+            unaffordable.add(project.id)
+            return None
+
+    for offer in _planned_offers(session, annotator.id, project_id):
+        project = projects.get(offer.project_id)
+        session.delete(offer)  # an offer is used once, whether it still holds or not
+        if project is None or project.id in unaffordable:
+            continue
+        assignment = attempt(project, offer.task_id, "plan")
+        if assignment is not None:
+            return LeaseOutcome(assignment)
+    for project in projects.values():
+        if project.id in unaffordable:
+            continue
+        # A few tries per project: a concurrent annotator may take the row between our read and our claim.
+        for _ in range(3):
+            task_id = _next_task_id(session, project=project, annotator_id=annotator.id, gold=False)
+            if task_id is None and not gold_due(project, _worker(session, project.id, annotator.id)):
+                break
+            assignment = attempt(project, task_id, "spot")
+            if assignment is not None:
+                return LeaseOutcome(assignment)
+            if project.id in unaffordable or task_id is None:
+                break
+    if unaffordable and unaffordable == set(projects):
+        return LeaseOutcome(None, "budget_exhausted")
+    return LeaseOutcome(None, "all_slots_leased")
+
+
+def assignment_for(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, lock: bool = True) -> Assignment:
+    """The annotator's own assignment (someone else's is not found), locked for a state change."""
+    stmt = select(Assignment).where(Assignment.id == assignment_id, Assignment.annotator_id == annotator.id)
+    if lock:
+        stmt = stmt.with_for_update()
+    assignment = session.scalar(stmt)
+    if assignment is None:
+        raise NotFound(f"Assignment {assignment_id} not found.")
+    return assignment
+
+
+def free_slot(session: Session, assignment: Assignment) -> None:
+    """Give the assignment's slot back to its item (gold items have no slots)."""
+    if assignment.is_gold:
+        return
+    session.execute(
+        update(Task)
+        .where(Task.id == assignment.task_id)
+        .values(labels_in_progress=Task.labels_in_progress - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _end_lease(session: Session, assignment: Assignment, *, state: AssignmentState, now: datetime) -> None:
+    assignment.state = state.value
+    assignment.ended_at = now
+    free_slot(session, assignment)
+    release_assignment_hold(session, assignment=assignment, reason=f"lease {state.value}")
+
+
+def release_assignment(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime) -> Assignment:
+    """Hand a leased item back to the pool and void its budget hold."""
+    assignment = assignment_for(session, annotator=annotator, assignment_id=assignment_id)
+    if assignment.state == AssignmentState.RELEASED:
+        return assignment
+    if assignment.state != AssignmentState.LEASED:
+        raise Conflict(f"This assignment is {assignment.state}; only a live lease can be released.", code="not_leased")
+    _end_lease(session, assignment, state=AssignmentState.RELEASED, now=now)
+    return assignment
+
+
+def extend_lease(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime) -> Assignment:
+    """A heartbeat: extend the lease by its project's lease length, never past its cap."""
+    assignment = assignment_for(session, annotator=annotator, assignment_id=assignment_id)
+    if assignment.state != AssignmentState.LEASED or assignment.lease_expires_at <= now:
+        raise Conflict("The lease has ended; ask for new work.", code="lease_expired")
+    project = session.get_one(Project, assignment.project_id)
+    assignment.lease_expires_at = min(now + timedelta(seconds=project.lease_seconds), assignment.lease_cap_at)
+    return assignment
+
+
+def expire_leases(session: Session, *, now: datetime, limit: int = 1000) -> int:
+    """End leases whose time ran out: their slots return to the pool and their holds are voided."""
+    stmt = (
+        select(Assignment)
+        .where(Assignment.state == AssignmentState.LEASED.value, Assignment.lease_expires_at <= now)
+        .order_by(Assignment.lease_expires_at)
+        .limit(limit)
+    )
+    if _locking(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    expired = list(session.scalars(stmt))
+    for assignment in expired:
+        _end_lease(session, assignment, state=AssignmentState.EXPIRED, now=now)
+    return len(expired)

@@ -1,0 +1,173 @@
+"""The ledger's self-check: every invariant the design promises, recomputed from the entries.
+
+Run it from `flask --app wsgi ledger check`, from a scheduled job, or after every step of a property test. It
+reads only; an empty list means the books are consistent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, aliased
+
+from payments.models import (
+    Account,
+    AccountBalance,
+    Direction,
+    LedgerEntry,
+    LedgerTransaction,
+    TransactionStatus,
+)
+from payments.money import Money
+from payments.postings import entry_sums
+
+_SIGNED = case(
+    (LedgerEntry.direction == Direction.DEBIT.value, LedgerEntry.amount_minor),
+    else_=-LedgerEntry.amount_minor,
+)
+
+
+def _unbalanced_transactions(session: Session) -> list[str]:
+    rows = session.execute(
+        select(LedgerEntry.transaction_id, LedgerEntry.currency, func.sum(_SIGNED))
+        .group_by(LedgerEntry.transaction_id, LedgerEntry.currency)
+        .having(func.sum(_SIGNED) != 0)
+        .order_by(LedgerEntry.transaction_id, LedgerEntry.currency)
+    )
+    return [
+        f"transaction {tx} does not balance in {cur}: debits - credits = {diff}" for tx, cur, diff in rows
+    ]
+
+
+def _resolution_problems(session: Session) -> list[str]:
+    problems: list[str] = []
+    twice = session.execute(
+        select(LedgerTransaction.resolves_hold_id, func.count())
+        .where(LedgerTransaction.resolves_hold_id.is_not(None))
+        .group_by(LedgerTransaction.resolves_hold_id)
+        .having(func.count() > 1)
+    )
+    problems += [f"hold {hold_id} resolved {count} times" for hold_id, count in twice]
+    hold = aliased(LedgerTransaction)
+    not_holds = session.execute(
+        select(LedgerTransaction.id, hold.id, hold.status)
+        .join(hold, hold.id == LedgerTransaction.resolves_hold_id)
+        .where(hold.status != TransactionStatus.PENDING.value)
+    )
+    problems += [
+        f"transaction {r} resolves transaction {h}, which is {s}, not a hold" for r, h, s in not_holds
+    ]
+    releases_with_entries = session.execute(
+        select(LedgerTransaction.id, LedgerTransaction.status)
+        .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
+        .where(
+            LedgerTransaction.status.in_([TransactionStatus.VOIDED.value, TransactionStatus.EXPIRED.value])
+        )
+        .distinct()
+    )
+    problems += [f"{status} transaction {tx} carries entries" for tx, status in releases_with_entries]
+
+    # A posting may take less than its hold reserved, never more, per account and direction.
+    resolution = aliased(LedgerTransaction)
+    posted = session.execute(
+        select(
+            resolution.resolves_hold_id,
+            LedgerEntry.account_id,
+            LedgerEntry.direction,
+            func.sum(LedgerEntry.amount_minor),
+        )
+        .join(resolution, resolution.id == LedgerEntry.transaction_id)
+        .where(resolution.resolves_hold_id.is_not(None), resolution.status == TransactionStatus.POSTED.value)
+        .group_by(resolution.resolves_hold_id, LedgerEntry.account_id, LedgerEntry.direction)
+    ).all()
+    if posted:
+        hold_ids = sorted({row[0] for row in posted})
+        reserved = {
+            (h, a, d): int(total)
+            for h, a, d, total in session.execute(
+                select(
+                    LedgerEntry.transaction_id,
+                    LedgerEntry.account_id,
+                    LedgerEntry.direction,
+                    func.sum(LedgerEntry.amount_minor),
+                )
+                .where(LedgerEntry.transaction_id.in_(hold_ids))
+                .group_by(LedgerEntry.transaction_id, LedgerEntry.account_id, LedgerEntry.direction)
+            )
+        }
+        for hold_id, account_id, direction, total in sorted(posted):
+            if int(total) > reserved.get((hold_id, account_id, direction), 0):
+                problems.append(
+                    f"hold {hold_id} posted {total} as {direction} of account {account_id}, "
+                    f"more than the {reserved.get((hold_id, account_id, direction), 0)} it reserved"
+                )
+    return problems
+
+
+def _balance_problems(session: Session, *, clearing_at_zero: bool) -> list[str]:
+    problems: list[str] = []
+    accounts = {a.id: a for a in session.scalars(select(Account).order_by(Account.id))}
+    cached = {
+        b.account_id: b
+        for b in session.scalars(select(AccountBalance).execution_options(populate_existing=True))
+    }
+    sums = entry_sums(session)
+    empty = {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
+    for account_id, account in accounts.items():
+        s = sums.get(account_id, empty)
+        credit_normal = account.normal_balance == Direction.CREDIT
+        sign = -1 if credit_normal else 1
+        posted = sign * (s["posted_debit"] - s["posted_credit"])
+        pending_out = s["pending_debit"] if credit_normal else s["pending_credit"]
+        pending_in = s["pending_credit"] if credit_normal else s["pending_debit"]
+        name = f"{account.code} ({account.currency})"
+        row = cached.get(account_id)
+        if account.no_overdraft and row is None:
+            problems.append(f"{name} has no cached balance row although it must never be overdrawn")
+        if row is not None and not account.no_overdraft:
+            problems.append(f"{name} has a cached balance row but no overdraft rule")
+        if row is not None and (row.posted_minor, row.pending_out_minor, row.pending_in_minor) != (
+            posted,
+            pending_out,
+            pending_in,
+        ):
+            problems.append(
+                f"{name} cached balance (posted {row.posted_minor}, pending out {row.pending_out_minor}, "
+                f"pending in {row.pending_in_minor}) differs from its entries (posted {posted}, pending out "
+                f"{pending_out}, pending in {pending_in})"
+            )
+        if account.no_overdraft and posted - pending_out < 0:
+            available = Money(posted - pending_out, account.currency).format()
+            problems.append(f"{name} must never be overdrawn but has {available} available")
+        if clearing_at_zero and account.code.startswith("clearing:") and posted != 0:
+            problems.append(
+                f"clearing account {name} is at {Money(posted, account.currency).format()}, not zero"
+            )
+    orphans = sorted(cached.keys() - accounts.keys())
+    problems += [f"cached balance row for unknown account {account_id}" for account_id in orphans]
+    return problems
+
+
+def check_integrity(session: Session, *, clearing_at_zero: bool = False) -> list[str]:
+    """Every inconsistency found in the ledger, as sentences; empty when the books are sound.
+
+    Checks: each transaction balances per currency; no hold is resolved twice or resolved by something that is
+    not a hold; a posting never exceeds its hold; voids and expiries carry no entries; cached balances equal
+    their entries; no no-overdraft account is below zero; with `clearing_at_zero`, every `clearing:` account's
+    posted balance is zero (true only once every flow through it has been reconciled).
+    """
+    problems = _unbalanced_transactions(session)
+    problems += _resolution_problems(session)
+    problems += _balance_problems(session, clearing_at_zero=clearing_at_zero)
+    per_currency: dict[str, int] = defaultdict(int)
+    for currency, total in session.execute(
+        select(LedgerEntry.currency, func.sum(_SIGNED)).group_by(LedgerEntry.currency)
+    ):
+        per_currency[currency] += int(total)
+    problems += [
+        f"the ledger does not sum to zero in {currency}: debits - credits = {total}"
+        for currency, total in sorted(per_currency.items())
+        if total != 0
+    ]
+    return problems

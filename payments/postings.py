@@ -1,0 +1,554 @@
+"""Accounts, legs and the posting machinery every ledger write goes through.
+
+Import the public names from `payments.ledger`; this module also holds the internals that `payments.holds`
+shares (`record_transaction`, `lock_balances`, ...).
+
+How a write stays correct under concurrency:
+
+1. Validate everything that needs no database (legs positive, balanced per currency).
+2. Idempotency: a transaction with the same key is returned if its content hash matches, refused otherwise.
+3. Lock the cached balance rows of the touched no-overdraft accounts in ascending account id
+   (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's connection already holds the database's write lock since
+   `BEGIN IMMEDIATE`). A fixed order means two postings can wait on each other but never deadlock, and the
+   limit is checked on the latest committed balance.
+4. Check the limits and raise before anything is written, so that a refusal leaves the session usable.
+5. Insert the transaction row inside a SAVEPOINT: if a concurrent request with the same key won the race,
+   the unique index refuses ours and we answer with theirs (or a conflict) rather than fail the unit of work.
+6. Insert the entries, update the cached balances, flush. Never commit: the edge does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from sqlalchemy import Select, exists, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from payments.errors import (
+    AccountConflict,
+    AccountNotFound,
+    HoldAlreadyResolved,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidAmount,
+    UnbalancedTransaction,
+)
+from payments.models import (
+    NORMAL_BALANCE,
+    Account,
+    AccountBalance,
+    AccountKind,
+    Direction,
+    LedgerEntry,
+    LedgerTransaction,
+    TransactionStatus,
+)
+from payments.money import Money, validate_currency
+
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]*(?::[A-Za-z0-9_.\-]+)+$")
+_MAX_KEY = 200
+_MAX_KIND = 50
+
+AccountKey = tuple[str, str]  # (code, currency)
+
+
+# --- legs ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One side of a transaction: debit or credit a strictly positive `amount` to `account_code`."""
+
+    account_code: str
+    direction: Literal["debit", "credit"]
+    amount: Money
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("debit", "credit"):
+            raise InvalidAmount(f"a leg is a 'debit' or a 'credit', got {self.direction!r}")
+        if not isinstance(self.amount, Money):
+            raise InvalidAmount(f"a leg's amount is Money, got {type(self.amount).__name__}")
+        if self.amount.amount <= 0:
+            raise InvalidAmount(
+                f"a leg moves a positive amount, got {self.amount.amount} on {self.account_code}"
+            )
+        validate_account_code(self.account_code)
+
+    @property
+    def key(self) -> AccountKey:
+        """The account this leg touches: (code, currency)."""
+        return (self.account_code, self.amount.currency)
+
+
+def debit(account_code: str, amount: Money) -> Leg:
+    """A debit leg."""
+    return Leg(account_code, "debit", amount)
+
+
+def credit(account_code: str, amount: Money) -> Leg:
+    """A credit leg."""
+    return Leg(account_code, "credit", amount)
+
+
+def validate_account_code(code: object) -> str:
+    """`code` if it looks like `project:3:budget` or `platform:fees`; InvalidAmount otherwise."""
+    if not isinstance(code, str) or len(code) > 200 or not _CODE_RE.match(code):
+        raise InvalidAmount(f"not an account code: {code!r} (expected e.g. 'project:3:budget')")
+    return code
+
+
+def check_balanced(legs: Sequence[Leg]) -> None:
+    """Raise UnbalancedTransaction unless debits equal credits in every currency."""
+    difference: dict[str, int] = defaultdict(int)
+    for leg in legs:
+        difference[leg.amount.currency] += (
+            leg.amount.amount if leg.direction == "debit" else -leg.amount.amount
+        )
+    off = {currency: diff for currency, diff in sorted(difference.items()) if diff != 0}
+    if off:
+        raise UnbalancedTransaction(
+            "debits and credits differ: " + ", ".join(f"{c} debits - credits = {d}" for c, d in off.items()),
+            details={"debits_minus_credits": off},
+        )
+
+
+def normalise_legs(legs: Sequence[Leg]) -> list[Leg]:
+    """The legs as a list, each one checked to be a `Leg`."""
+    if not isinstance(legs, Sequence):
+        raise InvalidAmount("legs must be a sequence of Leg")
+    for leg in legs:
+        if not isinstance(leg, Leg):
+            raise InvalidAmount(f"legs must be Leg values, got {type(leg).__name__}")
+    return list(legs)
+
+
+def legs_of(transaction: LedgerTransaction, accounts: Mapping[int, Account]) -> list[Leg]:
+    """The legs of a recorded transaction, in entry order."""
+    return [
+        Leg(
+            accounts[e.account_id].code,
+            cast(Literal["debit", "credit"], e.direction),
+            Money(e.amount_minor, e.currency),
+        )
+        for e in transaction.entries
+    ]
+
+
+# --- content hashing and idempotency ------------------------------------------------------------------------
+
+
+def content_hash(
+    *,
+    kind: str,
+    reference: str,
+    status: str,
+    legs: Sequence[Leg],
+    metadata: Mapping[str, Any] | None,
+    expires_at: datetime | None = None,
+    resolves_hold_id: int | None = None,
+) -> str:
+    """SHA-256 of what a request asks for; leg order does not matter, everything else does."""
+    payload = {
+        "kind": kind,
+        "reference": reference,
+        "status": status,
+        "legs": sorted(
+            [leg.account_code, leg.amount.currency, leg.direction, leg.amount.amount] for leg in legs
+        ),
+        "metadata": dict(metadata or {}),
+        "expires_at": expires_at.isoformat() if expires_at else None,
+        "resolves_hold_id": resolves_hold_id,
+    }
+    try:
+        encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except TypeError as exc:
+        raise InvalidAmount(f"transaction metadata must be JSON: {exc}") from exc
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def find_transaction(session: Session, *, idempotency_key: str) -> LedgerTransaction | None:
+    """The transaction recorded under `idempotency_key`, if any."""
+    return session.scalars(
+        select(LedgerTransaction).where(LedgerTransaction.idempotency_key == idempotency_key)
+    ).one_or_none()
+
+
+def replay_or_conflict(existing: LedgerTransaction, expected_hash: str) -> LedgerTransaction:
+    """The first transaction when its content matches the retry's; IdempotencyConflict otherwise."""
+    if existing.content_hash != expected_hash:
+        raise IdempotencyConflict(
+            f"idempotency key {existing.idempotency_key!r} was already used for different content",
+            details={"idempotency_key": existing.idempotency_key, "transaction_id": existing.id},
+        )
+    return existing
+
+
+def validate_header(*, idempotency_key: str, kind: str, reference: str) -> None:
+    """Refuse empty or oversized keys, kinds and references (they are stored in bounded columns)."""
+    for name, value, limit in (
+        ("idempotency_key", idempotency_key, _MAX_KEY),
+        ("kind", kind, _MAX_KIND),
+        ("reference", reference, _MAX_KEY),
+    ):
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise InvalidAmount(f"{name} must be a non-empty string of at most {limit} characters")
+
+
+# --- accounts -----------------------------------------------------------------------------------------------
+
+
+def ensure_account(
+    session: Session, *, code: str, currency: str, kind: str, no_overdraft: bool = False
+) -> Account:
+    """The account `code` in `currency`, created if missing; its normal balance follows its kind."""
+    validate_account_code(code)
+    validate_currency(currency)
+    try:
+        account_kind = AccountKind(kind)
+    except ValueError as exc:
+        raise InvalidAmount(f"unknown account kind {kind!r}") from exc
+    account = _account_by_key(session, (code, currency))
+    if account is None:
+        values = {
+            "code": code,
+            "currency": currency,
+            "kind": account_kind.value,
+            "normal_balance": NORMAL_BALANCE[account_kind].value,
+            "no_overdraft": no_overdraft,
+        }
+        # Two requests may create the same account at once: ON CONFLICT DO NOTHING waits for the other insert
+        # and then yields, where a plain INSERT would abort this whole unit of work with a unique violation.
+        _insert_ignoring_conflicts(session, Account, values, ["code", "currency"])
+        account = _account_by_key(session, (code, currency))
+        assert account is not None
+        if no_overdraft:
+            _insert_ignoring_conflicts(session, AccountBalance, {"account_id": account.id}, ["account_id"])
+    if account.kind != account_kind.value or account.no_overdraft != no_overdraft:
+        raise AccountConflict(
+            f"account {code} ({currency}) exists as {account.kind}, no_overdraft={account.no_overdraft}",
+            details={
+                "code": code,
+                "currency": currency,
+                "kind": account.kind,
+                "no_overdraft": account.no_overdraft,
+            },
+        )
+    return account
+
+
+def _insert_ignoring_conflicts(
+    session: Session, model: type[Account] | type[AccountBalance], values: dict[str, Any], keys: list[str]
+) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+    else:
+        session.add(model(**values))
+        session.flush()  # generate the row now, like the dialect-specific inserts do
+
+
+def _account_by_key(session: Session, key: AccountKey) -> Account | None:
+    code, currency = key
+    return session.scalars(
+        select(Account).where(Account.code == code, Account.currency == currency)
+    ).one_or_none()
+
+
+def get_account(session: Session, *, code: str, currency: str) -> Account:
+    """The account `code` in `currency`; AccountNotFound if it was never created."""
+    account = _account_by_key(session, (code, currency))
+    if account is None:
+        raise AccountNotFound(
+            f"no account {code} in {currency}", details={"code": code, "currency": currency}
+        )
+    return account
+
+
+def accounts_for(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
+    """The accounts of `keys`; AccountNotFound naming every missing one."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    found = {
+        (a.code, a.currency): a
+        for a in session.scalars(
+            select(Account).where(tuple_(Account.code, Account.currency).in_(sorted(wanted)))
+        )
+    }
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise AccountNotFound(
+            "no such account: " + ", ".join(f"{code} ({currency})" for code, currency in missing),
+            details={"missing": [{"code": c, "currency": cur} for c, cur in missing]},
+        )
+    return found
+
+
+def lock_balances(session: Session, account_ids: Iterable[int]) -> dict[int, AccountBalance]:
+    """Lock the cached balances of `account_ids` (where they exist) in ascending id order, read fresh."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    # ORDER BY before FOR UPDATE: PostgreSQL locks rows in the order it returns them, so every writer takes
+    # the same locks in the same order. populate_existing: the identity map may hold a value read before the
+    # lock.
+    query: Select[tuple[AccountBalance]] = (
+        select(AccountBalance)
+        .where(AccountBalance.account_id.in_(ids))
+        .order_by(AccountBalance.account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {b.account_id: b for b in session.scalars(query)}
+
+
+# --- recording ----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Change:
+    posted: int = 0
+    pending_out: int = 0
+    pending_in: int = 0
+
+
+def _signed(account: Account, direction: str, amount: int) -> int:
+    return amount if direction == account.normal_balance else -amount
+
+
+def record_transaction(
+    session: Session,
+    *,
+    idempotency_key: str,
+    kind: str,
+    reference: str,
+    status: TransactionStatus,
+    legs: Sequence[Leg],
+    metadata: Mapping[str, Any] | None,
+    digest: str,
+    resolves: LedgerTransaction | None = None,
+    expires_at: datetime | None = None,
+    locked: dict[int, AccountBalance] | None = None,
+) -> LedgerTransaction:
+    """Write one transaction (and release `resolves`'s pending entries), checking limits under row locks."""
+    accounts = accounts_for(session, (leg.key for leg in legs))
+    released = list(resolves.entries) if resolves is not None else []
+    touched = {a.id for a in accounts.values()} | {e.account_id for e in released}
+    if locked is None:
+        locked = lock_balances(session, touched)
+    by_id = {a.id: a for a in accounts.values()}
+    missing_ids = touched - by_id.keys()
+    if missing_ids:
+        by_id.update({a.id: a for a in session.scalars(select(Account).where(Account.id.in_(missing_ids)))})
+
+    changes: dict[int, _Change] = defaultdict(_Change)
+    for entry in released:
+        account = by_id[entry.account_id]
+        change = changes[account.id]
+        if entry.direction == account.normal_balance:
+            change.pending_in -= entry.amount_minor
+        else:
+            change.pending_out -= entry.amount_minor
+    for leg in legs:
+        account = accounts[leg.key]
+        change = changes[account.id]
+        if status == TransactionStatus.POSTED:
+            change.posted += _signed(account, leg.direction, leg.amount.amount)
+        elif leg.direction == account.normal_balance:
+            change.pending_in += leg.amount.amount
+        else:
+            change.pending_out += leg.amount.amount
+
+    for account_id, change in sorted(changes.items()):
+        cached = locked.get(account_id)
+        if cached is None:
+            continue
+        available = (cached.posted_minor + change.posted) - (cached.pending_out_minor + change.pending_out)
+        if available < 0:
+            account = by_id[account_id]
+            have = cached.posted_minor - cached.pending_out_minor
+            raise InsufficientFunds(
+                f"{account.code} has {Money(have, account.currency).format()} available, "
+                f"{Money(have - available, account.currency).format()} needed",
+                details={
+                    "account": account.code,
+                    "currency": account.currency,
+                    "available_minor": have,
+                    "requested_minor": have - available,
+                },
+            )
+
+    transaction = LedgerTransaction(
+        idempotency_key=idempotency_key,
+        kind=kind,
+        reference=reference,
+        status=status.value,
+        resolves_hold_id=resolves.id if resolves is not None else None,
+        expires_at=expires_at,
+        content_hash=digest,
+        meta=dict(metadata or {}),
+    )
+    try:
+        with session.begin_nested():
+            session.add(transaction)
+            session.flush()  # generate transaction.id; the unique key and resolves_hold_id are checked here
+    except IntegrityError:
+        winner = find_transaction(session, idempotency_key=idempotency_key)
+        if winner is not None:
+            return replay_or_conflict(winner, digest)
+        if resolves is not None:
+            raise HoldAlreadyResolved(
+                f"hold {resolves.id} was resolved concurrently", details={"hold_id": resolves.id}
+            ) from None
+        raise
+
+    for leg in legs:
+        session.add(
+            LedgerEntry(
+                transaction=transaction,
+                account_id=accounts[leg.key].id,
+                currency=leg.amount.currency,
+                direction=leg.direction,
+                amount_minor=leg.amount.amount,
+            )
+        )
+    for account_id, change in changes.items():
+        cached = locked.get(account_id)
+        if cached is not None:
+            cached.posted_minor += change.posted
+            cached.pending_out_minor += change.pending_out
+            cached.pending_in_minor += change.pending_in
+    session.flush()
+    return transaction
+
+
+def post_transaction(
+    session: Session,
+    *,
+    idempotency_key: str,
+    kind: str,
+    reference: str,
+    legs: Sequence[Leg],
+    metadata: dict[str, Any] | None = None,
+) -> LedgerTransaction:
+    """Post a balanced transaction once per idempotency key; a same-content retry returns the first."""
+    validate_header(idempotency_key=idempotency_key, kind=kind, reference=reference)
+    legs = normalise_legs(legs)
+    if not legs:
+        raise InvalidAmount("a transaction needs at least one debit and one credit")
+    check_balanced(legs)
+    digest = content_hash(
+        kind=kind, reference=reference, status=TransactionStatus.POSTED, legs=legs, metadata=metadata
+    )
+    existing = find_transaction(session, idempotency_key=idempotency_key)
+    if existing is not None:
+        return replay_or_conflict(existing, digest)
+    return record_transaction(
+        session,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        reference=reference,
+        status=TransactionStatus.POSTED,
+        legs=legs,
+        metadata=metadata,
+        digest=digest,
+    )
+
+
+# --- balances -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An account's balance in its normal direction, with what holds keep pending on either side."""
+
+    account_code: str
+    currency: str
+    normal_balance: str
+    posted: Money
+    pending_debits: Money
+    pending_credits: Money
+    #: posted less the pending movements against the normal direction: what can still be spent or paid out
+    available: Money
+
+
+_RESOLUTION = aliased(LedgerTransaction, name="resolution")
+#: SQL condition on `ledger_transactions`: a hold with no resolution yet (built once: aliasing is not free)
+_UNRESOLVED_HOLD = (LedgerTransaction.status == TransactionStatus.PENDING.value) & ~exists().where(
+    _RESOLUTION.resolves_hold_id == LedgerTransaction.id
+)
+
+
+def unresolved_hold_filter() -> Any:
+    """SQL condition: the transaction is a hold with no resolution yet."""
+    return _UNRESOLVED_HOLD
+
+
+def entry_sums(session: Session, account_ids: Iterable[int] | None = None) -> dict[int, dict[str, int]]:
+    """Sums of entries per account from the entries themselves: debits/credits, posted and pending."""
+    result: dict[int, dict[str, int]] = defaultdict(
+        lambda: {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
+    )
+    ids = None if account_ids is None else sorted(set(account_ids))
+    for phase, condition in (
+        ("posted", LedgerTransaction.status == TransactionStatus.POSTED.value),
+        ("pending", unresolved_hold_filter()),
+    ):
+        query = (
+            select(LedgerEntry.account_id, LedgerEntry.direction, func.sum(LedgerEntry.amount_minor))
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .where(condition)
+            .group_by(LedgerEntry.account_id, LedgerEntry.direction)
+        )
+        if ids is not None:
+            query = query.where(LedgerEntry.account_id.in_(ids))
+        for account_id, direction, total in session.execute(query):
+            result[account_id][f"{phase}_{direction}"] = int(total)
+    return dict(result)
+
+
+def balance_of(session: Session, account: Account) -> Balance:
+    """The balance of `account`: from its cached row when it has one, else summed from its entries."""
+    cached = session.scalars(
+        select(AccountBalance)
+        .where(AccountBalance.account_id == account.id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    credit_normal = account.normal_balance == Direction.CREDIT
+    if cached is not None:
+        posted = cached.posted_minor
+        pending_debits = cached.pending_out_minor if credit_normal else cached.pending_in_minor
+        pending_credits = cached.pending_in_minor if credit_normal else cached.pending_out_minor
+    else:
+        sums = entry_sums(session, [account.id]).get(account.id)
+        sums = sums or {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
+        net_debit = sums["posted_debit"] - sums["posted_credit"]
+        posted = -net_debit if credit_normal else net_debit
+        pending_debits, pending_credits = sums["pending_debit"], sums["pending_credit"]
+    against = pending_debits if credit_normal else pending_credits
+    currency = account.currency
+    return Balance(
+        account_code=account.code,
+        currency=currency,
+        normal_balance=account.normal_balance,
+        posted=Money(posted, currency),
+        pending_debits=Money(pending_debits, currency),
+        pending_credits=Money(pending_credits, currency),
+        available=Money(posted - against, currency),
+    )
+
+
+def balance(session: Session, *, account_code: str, currency: str) -> Balance:
+    """The balance of one account; AccountNotFound if it does not exist."""
+    return balance_of(session, get_account(session, code=account_code, currency=currency))
