@@ -10,7 +10,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
 export FLASK_APP := wsgi
 
-.PHONY: install run test test-sqlite test-postgres lint format services bench migration clean
+.PHONY: install run test test-sqlite test-postgres lint format services browser bench migration clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ run: $(STAMP)
 	@mkdir -p instance
 	$(BIN)/alembic upgrade head
 	$(BIN)/flask seed-demo
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+	@# the scheduler runs the periodic jobs (planning, lease expiry, ...) in-process beside the dev server
+	@$(BIN)/flask jobs scheduler & scheduler=$$!; trap "kill $$scheduler 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 services:
 	@bash .ci/services
+
+browser:
+	@test -x /usr/bin/chromium || (echo "installing chromium for the browser tests" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium could not be installed: browser tests will be skipped" >&2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -44,7 +51,7 @@ test-sqlite: $(STAMP)
 test-postgres: $(STAMP)
 	TEST_DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: $(STAMP) services lint
+test: $(STAMP) services browser lint
 	@echo "== suite on SQLite (real Redis)"
 	@$(MAKE) --no-print-directory test-sqlite
 	@echo "== suite on PostgreSQL (real Redis)"

@@ -39,7 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["csrf"] = csrf
     api = api_module.init_app(app)
 
-    from marketplace import seed
+    from marketplace import jobs, seed
     from marketplace.accounts import api as accounts_api
     from marketplace.accounts import auth
     from marketplace.accounts import cli as accounts_cli
@@ -49,11 +49,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from marketplace.planning import cli as planning_cli
     from marketplace.projects import api as projects_api
     from marketplace.projects import cli as projects_cli
+    from marketplace.work import cli as work_cli
 
     auth.init_app(app)
     for module in (accounts_api, annotators_api, projects_api, billing_api, planning_api):
         module.init_app(app, api)
-    for cli_module in (accounts_cli, projects_cli, planning_cli, seed):
+    for cli_module in (accounts_cli, projects_cli, planning_cli, work_cli, jobs, seed):
         cli_module.init_app(app)
     _exempt_api_from_csrf(app, csrf)
     _register_health(app)

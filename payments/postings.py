@@ -518,37 +518,58 @@ def entry_sums(session: Session, account_ids: Iterable[int] | None = None) -> di
     return dict(result)
 
 
-def balance_of(session: Session, account: Account) -> Balance:
-    """The balance of `account`: from its cached row when it has one, else summed from its entries."""
-    cached = session.scalars(
-        select(AccountBalance)
-        .where(AccountBalance.account_id == account.id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    credit_normal = account.normal_balance == Direction.CREDIT
-    if cached is not None:
-        posted = cached.posted_minor
-        pending_debits = cached.pending_out_minor if credit_normal else cached.pending_in_minor
-        pending_credits = cached.pending_in_minor if credit_normal else cached.pending_out_minor
-    else:
-        sums = entry_sums(session, [account.id]).get(account.id)
-        sums = sums or {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
-        net_debit = sums["posted_debit"] - sums["posted_credit"]
-        posted = -net_debit if credit_normal else net_debit
-        pending_debits, pending_credits = sums["pending_debit"], sums["pending_credit"]
-    against = pending_debits if credit_normal else pending_credits
-    currency = account.currency
-    return Balance(
-        account_code=account.code,
-        currency=currency,
-        normal_balance=account.normal_balance,
-        posted=Money(posted, currency),
-        pending_debits=Money(pending_debits, currency),
-        pending_credits=Money(pending_credits, currency),
-        available=Money(posted - against, currency),
-    )
+def balances_of(session: Session, accounts: Iterable[Account]) -> dict[int, Balance]:
+    """Balances of several accounts by account id, in a few queries: cached rows, else summed entries."""
+    accounts = list(accounts)
+    if not accounts:
+        return {}
+    ids = [a.id for a in accounts]
+    cached = {
+        b.account_id: b
+        for b in session.scalars(
+            select(AccountBalance)
+            .where(AccountBalance.account_id.in_(ids))
+            .execution_options(populate_existing=True)
+        )
+    }
+    uncached = [a.id for a in accounts if a.id not in cached]
+    sums = entry_sums(session, uncached) if uncached else {}
+    empty = {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
+    result: dict[int, Balance] = {}
+    for account in accounts:
+        credit_normal = account.normal_balance == Direction.CREDIT
+        row = cached.get(account.id)
+        if row is not None:
+            posted = row.posted_minor
+            pending_debits = row.pending_out_minor if credit_normal else row.pending_in_minor
+            pending_credits = row.pending_in_minor if credit_normal else row.pending_out_minor
+        else:
+            s = sums.get(account.id, empty)
+            net_debit = s["posted_debit"] - s["posted_credit"]
+            posted = -net_debit if credit_normal else net_debit
+            pending_debits, pending_credits = s["pending_debit"], s["pending_credit"]
+        against = pending_debits if credit_normal else pending_credits
+        currency = account.currency
+        result[account.id] = Balance(
+            account_code=account.code,
+            currency=currency,
+            normal_balance=account.normal_balance,
+            posted=Money(posted, currency),
+            pending_debits=Money(pending_debits, currency),
+            pending_credits=Money(pending_credits, currency),
+            available=Money(posted - against, currency),
+        )
+    return result
 
 
 def balance(session: Session, *, account_code: str, currency: str) -> Balance:
     """The balance of one account; AccountNotFound if it does not exist."""
-    return balance_of(session, get_account(session, code=account_code, currency=currency))
+    account = get_account(session, code=account_code, currency=currency)
+    return balances_of(session, [account])[account.id]
+
+
+def balances(session: Session, *, accounts: Iterable[AccountKey]) -> dict[AccountKey, Balance]:
+    """Balances of several accounts given as (code, currency); AccountNotFound naming any missing one."""
+    found = accounts_for(session, accounts)
+    by_id = balances_of(session, found.values())
+    return {key: by_id[account.id] for key, account in found.items()}

@@ -35,26 +35,25 @@ class Residual:
     costs: IntArray
 
 
-def residual_arcs(network: Network, flows: IntArray, *, free_volume: bool) -> Residual:
-    """The residual graph; with `free_volume` it includes the zero-cost source -> sink overflow arc."""
+def residual_arcs(network: Network, flows: IntArray) -> Residual:
+    """The residual graph, including the implied zero-cost source -> sink overflow arc."""
     shifted = network.costs + network.shift[network.heads] - network.shift[network.tails]
     forward = flows < network.capacities
     backward = flows > 0
     tails = [network.tails[forward].astype(np.int64), network.heads[backward].astype(np.int64)]
     heads = [network.heads[forward].astype(np.int64), network.tails[backward].astype(np.int64)]
     costs = [shifted[forward], -shifted[backward]]
-    if free_volume:
-        # The overflow arc source -> sink (capacity = supply, cost 0) carries the slots left unplaced.
-        placed = int(flows[network.tails == SOURCE].sum())
-        unplaced = network.supply - placed
-        if placed > 0:
-            tails.append(np.array([SOURCE]))
-            heads.append(np.array([SINK]))
-            costs.append(np.zeros(1, dtype=np.int64))
-        if unplaced > 0:
-            tails.append(np.array([SINK]))
-            heads.append(np.array([SOURCE]))
-            costs.append(np.zeros(1, dtype=np.int64))
+    # The overflow arc source -> sink (capacity = supply, cost 0) carries the slots left unplaced.
+    placed = int(flows[network.tails == SOURCE].sum())
+    unplaced = network.supply - placed
+    if placed > 0:
+        tails.append(np.array([SOURCE]))
+        heads.append(np.array([SINK]))
+        costs.append(np.zeros(1, dtype=np.int64))
+    if unplaced > 0:
+        tails.append(np.array([SINK]))
+        heads.append(np.array([SOURCE]))
+        costs.append(np.zeros(1, dtype=np.int64))
     return Residual(tails=np.concatenate(tails), heads=np.concatenate(heads), costs=np.concatenate(costs))
 
 
@@ -99,9 +98,9 @@ def check_potentials(residual: Residual, distance: IntArray) -> int:
     return int(np.count_nonzero(reduced < 0))
 
 
-def optimal_potentials(network: Network, flows: IntArray, *, free_volume: bool) -> tuple[IntArray, int]:
+def optimal_potentials(network: Network, flows: IntArray) -> tuple[IntArray, int]:
     """Verified optimal potentials (shifted) of a flow; raise NegativeCycleError if there are none."""
-    residual = residual_arcs(network, flows, free_volume=free_volume)
+    residual = residual_arcs(network, flows)
     distance, passes = shortest_path_potentials(network.n_nodes, residual)
     bad = check_potentials(residual, distance)
     if bad:

@@ -65,7 +65,7 @@ def read_plan_input(
         pid: routing.ProjectBudget(max_slots=affordable_slots(session, project=p, fee_bps=fee_bps))
         for pid, p in projects.items()
     }
-    free = Task.labels_needed - Task.labels_in_progress - Task.labels_accepted
+    free = Task.free_slots
     task_rows = session.execute(
         select(Task.id, Task.project_id, Task.priority, free)
         .where(

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from marketplace.annotators.models import Skill
@@ -97,11 +97,27 @@ class Task(Base):
     labels_needed: Mapped[int] = mapped_column(default=1)
     labels_accepted: Mapped[int] = mapped_column(default=0)
     labels_in_progress: Mapped[int] = mapped_column(default=0)
+    #: slots neither leased, awaiting a decision, nor accepted — kept by the database itself
+    free_slots: Mapped[int] = mapped_column(
+        Computed("labels_needed - labels_in_progress - labels_accepted", persisted=True)
+    )
     created_at: Mapped[timestamp]
     completed_at: Mapped[datetime | None]
 
     project: Mapped[Project] = relationship()
 
 
-# The spot queue: a project's open items, most important first, oldest first (the order next-task reads).
-Index("ix_tasks_queue", Task.project_id, Task.status, Task.priority.desc(), Task.id)
+# The spot queue: a project's items with a free slot, most important first, oldest first — the order next-task
+# reads. Partial, so that items whose slots are all leased or awaiting review are not in it: next-task never walks
+# over them, however many there are.
+# (SQLite uses a partial index only when its terms compare a column with a constant, as the query writes them:
+# hence the stored `free_slots` column, and booleans written 0 and 1 there.)
+_FREE_SLOT = "status = 'open' AND is_gold = {false} AND free_slots > 0"
+Index(
+    "ix_tasks_free_slots",
+    Task.project_id,
+    Task.priority.desc(),
+    Task.id,
+    postgresql_where=text(_FREE_SLOT.format(false="false")),
+    sqlite_where=text(_FREE_SLOT.format(false="0")),
+)

@@ -130,14 +130,14 @@ def _next_task_id(session: Session, *, project: Project, annotator_id: int, gold
         .where(
             Task.project_id == project.id,
             Task.status == TaskStatus.OPEN.value,
-            Task.is_gold.is_(gold),
+            Task.is_gold == gold,
             _not_done_by(annotator_id),
         )
         .order_by(Task.priority.desc(), Task.id)
         .limit(1)
     )
     if not gold:
-        stmt = stmt.where(Task.labels_in_progress + Task.labels_accepted < Task.labels_needed)
+        stmt = stmt.where(Task.free_slots > 0)
     if _locking(session) and not gold:
         stmt = stmt.with_for_update(skip_locked=True, of=Task)
     return session.scalar(stmt)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 07:14:59.488776
+Create Date: 2026-11-26 07:17:51.814997
 """
 
 from collections.abc import Sequence
@@ -203,6 +203,7 @@ def upgrade() -> None:
     sa.Column('labels_needed', sa.Integer(), nullable=False),
     sa.Column('labels_accepted', sa.Integer(), nullable=False),
     sa.Column('labels_in_progress', sa.Integer(), nullable=False),
+    sa.Column('free_slots', sa.Integer(), sa.Computed('labels_needed - labels_in_progress - labels_accepted', persisted=True), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("status IN ('open', 'complete')", name=op.f('ck_tasks_status_known')),
@@ -215,7 +216,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('project_id', 'external_id', name=op.f('uq_tasks_project_id_external_id'))
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
-        batch_op.create_index('ix_tasks_queue', ['project_id', 'status', sa.literal_column('priority DESC'), 'id'], unique=False)
+        batch_op.create_index('ix_tasks_free_slots', ['project_id', sa.literal_column('priority DESC'), 'id'], unique=False, postgresql_where=sa.text("status = 'open' AND is_gold = false AND free_slots > 0"), sqlite_where=sa.text("status = 'open' AND is_gold = 0 AND free_slots > 0"))
 
     op.create_table('assignments',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -595,7 +596,7 @@ def downgrade() -> None:
 
     op.drop_table('assignments')
     with op.batch_alter_table('tasks', schema=None) as batch_op:
-        batch_op.drop_index('ix_tasks_queue')
+        batch_op.drop_index('ix_tasks_free_slots', postgresql_where=sa.text("status = 'open' AND is_gold = false AND free_slots > 0"), sqlite_where=sa.text("status = 'open' AND is_gold = 0 AND free_slots > 0"))
 
     op.drop_table('tasks')
     with op.batch_alter_table('project_workers', schema=None) as batch_op:

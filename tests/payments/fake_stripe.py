@@ -152,6 +152,9 @@ class FakeStripe:
             self.transfers: dict[str, dict[str, Any]] = {}
             self.balance_transactions: dict[str, dict[str, Any]] = {}
             self.payment_intents: dict[str, dict[str, Any]] = {}
+            self.charges: dict[str, dict[str, Any]] = {}
+            #: Stripe's processing fee on client payments, in basis points (deducted from the balance's net)
+            self.charge_fee_bps = 0
             self.bank_payouts: dict[str, dict[str, Any]] = {}
             self.events: dict[str, dict[str, Any]] = {}
             self.available: dict[str, int] = {}
@@ -198,16 +201,29 @@ class FakeStripe:
             return dict(account)
 
     def succeed_payment_intent(self, intent_id: str) -> dict[str, Any]:
-        """The client paid: the amount lands in the platform balance; emits `payment_intent.succeeded`."""
+        """The client paid: the net lands in the platform balance; emits `payment_intent.succeeded`."""
         with self.lock:
             intent = self.payment_intents[intent_id]
-            intent["status"] = "succeeded"
-            intent["amount_received"] = intent["amount"]
-            self.available[intent["currency"]] = self.available.get(intent["currency"], 0) + intent["amount"]
+            amount, currency = intent["amount"], intent["currency"]
+            fee = amount * self.charge_fee_bps // 10_000
+            charge_id = self._id("ch")
             txn = self._balance_transaction(
-                amount=intent["amount"], currency=intent["currency"], type_="charge", source=intent_id
+                amount=amount, currency=currency, type_="charge", source=charge_id, fee=fee
             )
-            intent["latest_charge"] = txn["source"]
+            self.available[currency] = self.available.get(currency, 0) + amount - fee
+            self.charges[charge_id] = {
+                "id": charge_id,
+                "object": "charge",
+                "amount": amount,
+                "balance_transaction": txn["id"],
+                "currency": currency,
+                "paid": True,
+                "payment_intent": intent_id,
+                "status": "succeeded",
+            }
+            intent["status"] = "succeeded"
+            intent["amount_received"] = amount
+            intent["latest_charge"] = charge_id
             self._event("payment_intent.succeeded", intent)
             return dict(intent)
 
@@ -355,7 +371,7 @@ class FakeStripe:
 
     @staticmethod
     def _route_pattern(path: str) -> str:
-        return re.sub(r"/(acct|tr|trr|txn|pi|po|evt)_[A-Za-z0-9]+", r"/{\1}", path)
+        return re.sub(r"/(acct|tr|trr|txn|pi|po|evt|ch)_[A-Za-z0-9]+", r"/{\1}", path)
 
     def _execute(self, method: str, path: str, params: dict[str, Any], fault: str | None) -> Answer:
         if fault == "server_error":
@@ -388,7 +404,9 @@ class FakeStripe:
             if (method, route) == ("POST", "/v1/payment_intents"):
                 return Answer(200, self._create_payment_intent(params))
             if (method, route) == ("GET", "/v1/payment_intents/{pi}"):
-                return Answer(200, self._get(self.payment_intents, parts[2], "payment_intent"))
+                return Answer(
+                    200, self._expand(self._get(self.payment_intents, parts[2], "payment_intent"), params)
+                )
         raise invalid(f"Unrecognized request URL ({method}: {path}).", status=404)
 
     # resources ------------------------------------------------------------------------------------
@@ -492,7 +510,7 @@ class FakeStripe:
         }
 
     def _balance_transaction(
-        self, *, amount: int, currency: str, type_: str, source: str | None
+        self, *, amount: int, currency: str, type_: str, source: str | None, fee: int = 0
     ) -> dict[str, Any]:
         txn = {
             "id": self._id("txn"),
@@ -503,9 +521,9 @@ class FakeStripe:
             "currency": currency,
             "description": None,
             "exchange_rate": None,
-            "fee": 0,
-            "fee_details": [],
-            "net": amount,
+            "fee": fee,
+            "fee_details": [{"amount": fee, "currency": currency, "type": "stripe_fee"}] if fee else [],
+            "net": amount - fee,
             "reporting_category": {"transfer_refund": "transfer_reversal"}.get(type_, type_),
             "source": source or self._id("src"),
             "status": "available",
@@ -706,11 +724,14 @@ class FakeStripe:
         if not isinstance(node, dict) or head not in node:
             raise invalid(f"This property cannot be expanded ({full}).", param="expand")
         if rest:
+            if head == "latest_charge" and isinstance(node[head], str):
+                node[head] = json.loads(json.dumps(self.charges[node[head]]))
             self._expand_path(node[head], rest, full)
             return
         value = node[head]
-        if head == "balance_transaction" and isinstance(value, str):
-            node[head] = json.loads(json.dumps(self.balance_transactions[value]))
+        tables = {"balance_transaction": self.balance_transactions, "latest_charge": self.charges}
+        if head in tables and isinstance(value, str):
+            node[head] = json.loads(json.dumps(tables[head][value]))
         elif not isinstance(value, dict):
             raise invalid(f"This property cannot be expanded ({full}).", param="expand")
 

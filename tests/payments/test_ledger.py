@@ -70,9 +70,15 @@ def label_legs(price: int, fee: int) -> list[Leg]:
 
 
 def test_ensure_account_is_idempotent_and_follows_kind(db_session: Session) -> None:
-    first = ledger.ensure_account(db_session, code="project:9:budget", currency="EUR", kind="liability", no_overdraft=True)
-    again = ledger.ensure_account(db_session, code="project:9:budget", currency="EUR", kind="liability", no_overdraft=True)
-    usd = ledger.ensure_account(db_session, code="project:9:budget", currency="USD", kind="liability", no_overdraft=True)
+    first = ledger.ensure_account(
+        db_session, code="project:9:budget", currency="EUR", kind="liability", no_overdraft=True
+    )
+    again = ledger.ensure_account(
+        db_session, code="project:9:budget", currency="EUR", kind="liability", no_overdraft=True
+    )
+    usd = ledger.ensure_account(
+        db_session, code="project:9:budget", currency="USD", kind="liability", no_overdraft=True
+    )
     asset = ledger.ensure_account(db_session, code="platform:stripe_balance", currency="EUR", kind="asset")
     db_session.commit()
     assert first.id == again.id != usd.id
@@ -128,7 +134,9 @@ def test_idempotency_same_content_returns_first_other_content_conflicts(books: S
     first = fund(books, 5000, key="k")
     books.commit()
     legs = [credit(BUDGET, eur(5000)), debit(FUNDING, eur(5000))]  # the same legs in another order
-    again = ledger.post_transaction(books, idempotency_key="k", kind="funding", reference="project:1", legs=legs)
+    again = ledger.post_transaction(
+        books, idempotency_key="k", kind="funding", reference="project:1", legs=legs
+    )
     assert again.id == first.id
     with pytest.raises(IdempotencyConflict):
         fund(books, 5001, key="k")
@@ -147,7 +155,9 @@ def test_no_overdraft_refuses_and_leaves_the_session_usable(books: Session) -> N
             books, idempotency_key="too-much", kind="label_payment", reference="l", legs=label_legs(900, 101)
         )
     assert refused.value.details["available_minor"] == 1000
-    ledger.post_transaction(books, idempotency_key="fits", kind="label_payment", reference="l", legs=label_legs(900, 100))
+    ledger.post_transaction(
+        books, idempotency_key="fits", kind="label_payment", reference="l", legs=label_legs(900, 100)
+    )
     books.commit()
     assert ledger.balance(books, account_code=BUDGET, currency="EUR").available == eur(0)
     assert ledger.find_transaction(books, idempotency_key="too-much") is None
@@ -156,7 +166,11 @@ def test_no_overdraft_refuses_and_leaves_the_session_usable(books: Session) -> N
 def test_hold_counts_against_available_then_posts(books: Session) -> None:
     fund(books, 1000)
     hold = ledger.place_hold(
-        books, idempotency_key="assignment:1:hold", kind="label_payment", reference="assignment:1", legs=label_legs(500, 100)
+        books,
+        idempotency_key="assignment:1:hold",
+        kind="label_payment",
+        reference="assignment:1",
+        legs=label_legs(500, 100),
     )
     books.commit()
     budget = ledger.balance(books, account_code=BUDGET, currency="EUR")
@@ -164,7 +178,9 @@ def test_hold_counts_against_available_then_posts(books: Session) -> None:
     payable = ledger.balance(books, account_code=PAYABLE, currency="EUR")
     assert (payable.posted, payable.pending_credits, payable.available) == (eur(0), eur(500), eur(0))
     with pytest.raises(InsufficientFunds):
-        ledger.place_hold(books, idempotency_key="h2", kind="label_payment", reference="a:2", legs=label_legs(350, 70))
+        ledger.place_hold(
+            books, idempotency_key="h2", kind="label_payment", reference="a:2", legs=label_legs(350, 70)
+        )
 
     posted = ledger.post_hold(books, hold_id=hold.id, idempotency_key="label:1:accept")
     assert ledger.post_hold(books, hold_id=hold.id, idempotency_key="label:1:accept").id == posted.id
@@ -182,7 +198,9 @@ def test_hold_counts_against_available_then_posts(books: Session) -> None:
 
 def test_post_hold_for_less_and_never_more(books: Session) -> None:
     fund(books, 1000)
-    hold = ledger.place_hold(books, idempotency_key="h", kind="label_payment", reference="a:1", legs=label_legs(500, 100))
+    hold = ledger.place_hold(
+        books, idempotency_key="h", kind="label_payment", reference="a:1", legs=label_legs(500, 100)
+    )
     with pytest.raises(InvalidAmount):
         ledger.post_hold(books, hold_id=hold.id, legs=label_legs(501, 100))
     with pytest.raises(InvalidAmount):  # an account the hold never reserved
@@ -198,7 +216,9 @@ def test_post_hold_for_less_and_never_more(books: Session) -> None:
 
 def test_void_is_idempotent_and_final(books: Session) -> None:
     fund(books, 1000)
-    hold = ledger.place_hold(books, idempotency_key="h", kind="label_payment", reference="a:1", legs=label_legs(500, 100))
+    hold = ledger.place_hold(
+        books, idempotency_key="h", kind="label_payment", reference="a:1", legs=label_legs(500, 100)
+    )
     void = ledger.void_hold(books, hold_id=hold.id, reason="rejected")
     assert ledger.void_hold(books, hold_id=hold.id, reason="asked twice").id == void.id
     books.commit()
@@ -227,7 +247,9 @@ def test_expire_holds(books: Session) -> None:
         legs=label_legs(100, 0),
         expires_at=now + timedelta(hours=1),
     )
-    forever = ledger.place_hold(books, idempotency_key="nil", kind="payout", reference="p:3", legs=label_legs(100, 0))
+    forever = ledger.place_hold(
+        books, idempotency_key="nil", kind="payout", reference="p:3", legs=label_legs(100, 0)
+    )
     voided = ledger.place_hold(
         books, idempotency_key="gone", kind="payout", reference="p:4", legs=label_legs(100, 0), expires_at=now
     )
@@ -264,7 +286,9 @@ def test_balance_of_unknown_account(books: Session) -> None:
 
 def test_integrity_check_finds_tampering(books: Session, backend: str) -> None:
     fund(books, 1000)
-    ledger.post_transaction(books, idempotency_key="p", kind="label_payment", reference="l", legs=label_legs(500, 100))
+    ledger.post_transaction(
+        books, idempotency_key="p", kind="label_payment", reference="l", legs=label_legs(500, 100)
+    )
     books.commit()
     assert ledger.check_integrity(books) == []
     assert ledger.check_integrity(books, clearing_at_zero=True) == []
@@ -279,7 +303,11 @@ def test_integrity_check_finds_tampering(books: Session, backend: str) -> None:
         assert any("does not sum to zero" in p for p in problems), problems
         books.rollback()
     clearing_hold = ledger.place_hold(
-        books, idempotency_key="po", kind="payout", reference="payout:1", legs=[debit(PAYABLE, eur(500)), credit(CLEARING, eur(500))]
+        books,
+        idempotency_key="po",
+        kind="payout",
+        reference="payout:1",
+        legs=[debit(PAYABLE, eur(500)), credit(CLEARING, eur(500))],
     )
     ledger.post_hold(books, hold_id=clearing_hold.id)
     books.commit()

@@ -18,6 +18,7 @@ from hypothesis.stateful import (
     initialize,
     invariant,
     multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -36,7 +37,9 @@ _key = itertools.count(1)
 
 #: property tests share one database per test function; each example works in accounts of its own
 FIXTURE_SETTINGS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 ACCOUNTS = [("platform:p:cash", "asset"), ("platform:p:owed", "liability"), ("platform:p:income", "revenue")]
@@ -84,7 +87,9 @@ def plain_books(db_session: Session) -> Session:
 
 @FIXTURE_SETTINGS
 @given(legs=transactions())
-def test_random_transactions_post_iff_balanced(plain_books: Session, legs: list[tuple[str, str, int, str]]) -> None:
+def test_random_transactions_post_iff_balanced(
+    plain_books: Session, legs: list[tuple[str, str, int, str]]
+) -> None:
     session = plain_books
     balanced = not any(_balance_per_currency(legs).values())
     key = f"random-{next(_key)}"
@@ -131,7 +136,9 @@ def test_postgresql_refuses_unbalanced_entries_written_behind_the_service(
         else:
             with pytest.raises(IntegrityError, match="does not balance"):
                 conn.commit()
-    stored = plain_books.scalar(text("SELECT count(*) FROM ledger_transactions WHERE idempotency_key = :k"), {"k": key})
+    stored = plain_books.scalar(
+        text("SELECT count(*) FROM ledger_transactions WHERE idempotency_key = :k"), {"k": key}
+    )
     assert stored == (1 if balanced else 0)
     plain_books.rollback()
 
@@ -159,23 +166,33 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now = EPOCH
         self.currencies = ["EUR", "JPY"]
         self.kinds: dict[tuple[str, str], str] = {}
-        self.budget = {cur: self._open(f"project:{n}-{cur}:budget", cur, "liability", True) for cur in self.currencies}
+        self.budget = {
+            cur: self._open(f"project:{n}-{cur}:budget", cur, "liability", True) for cur in self.currencies
+        }
         self.payable = {
             (a, cur): self._open(f"annotator:{n}-{a}:payable", cur, "liability", True)
             for a in (1, 2)
             for cur in self.currencies
         }
         self.fees = {cur: self._open(f"platform:{n}:fees", cur, "revenue", False) for cur in self.currencies}
-        self.funding = {cur: self._open(f"platform:{n}:funding", cur, "asset", False) for cur in self.currencies}
-        self.clearing = {cur: self._open(f"clearing:{n}:transfers", cur, "liability", False) for cur in self.currencies}
-        self.stripe = {cur: self._open(f"platform:{n}:stripe", cur, "asset", False) for cur in self.currencies}
+        self.funding = {
+            cur: self._open(f"platform:{n}:funding", cur, "asset", False) for cur in self.currencies
+        }
+        self.clearing = {
+            cur: self._open(f"clearing:{n}:transfers", cur, "liability", False) for cur in self.currencies
+        }
+        self.stripe = {
+            cur: self._open(f"platform:{n}:stripe", cur, "asset", False) for cur in self.currencies
+        }
         self.session.commit()
         # the model: posted debits and credits per account, and every hold with its fate
         self.posted: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         self.holds: dict[int, dict[str, Any]] = {}
 
     def _open(self, code: str, currency: str, kind: str, no_overdraft: bool) -> tuple[str, str]:
-        ledger.ensure_account(self.session, code=code, currency=currency, kind=kind, no_overdraft=no_overdraft)
+        ledger.ensure_account(
+            self.session, code=code, currency=currency, kind=kind, no_overdraft=no_overdraft
+        )
         self.kinds[(code, currency)] = kind
         return (code, currency)
 
@@ -211,7 +228,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def _legs(legs: list[tuple[tuple[str, str], str, int]]) -> list[Leg]:
         return [Leg(key[0], direction, Money(amount, key[1])) for key, direction, amount in legs]  # type: ignore[arg-type]
 
-    def _label_legs(self, cur: str, annotator: int, price: int, fee: int) -> list[tuple[tuple[str, str], str, int]]:
+    def _label_legs(
+        self, cur: str, annotator: int, price: int, fee: int
+    ) -> list[tuple[tuple[str, str], str, int]]:
         legs: list[tuple[tuple[str, str], str, int]] = []
         if price + fee:
             legs.append((self.budget[cur], "debit", price + fee))
@@ -221,10 +240,14 @@ class LedgerMachine(RuleBasedStateMachine):
             legs.append((self.fees[cur], "credit", fee))
         return legs
 
-    def _place(self, kind: str, legs: list[tuple[tuple[str, str], str, int]], expires_in: int | None, **extra: Any) -> Any:
+    def _place(
+        self, kind: str, legs: list[tuple[tuple[str, str], str, int]], expires_in: int | None, **extra: Any
+    ) -> Any:
         debited = [(key, amount) for key, direction, amount in legs if direction == "debit"]
         short = any(
-            self.kinds[key] == "liability" and key not in self.clearing.values() and self._expected(key)["available"] < amount
+            self.kinds[key] == "liability"
+            and key not in self.clearing.values()
+            and self._expected(key)["available"] < amount
             for key, amount in debited
         )
         expires_at = self.now + timedelta(minutes=expires_in) if expires_in else None
@@ -232,16 +255,33 @@ class LedgerMachine(RuleBasedStateMachine):
         if short:
             with pytest.raises(InsufficientFunds):
                 ledger.place_hold(
-                    self.session, idempotency_key=key, kind=kind, reference=key, legs=self._legs(legs), expires_at=expires_at
+                    self.session,
+                    idempotency_key=key,
+                    kind=kind,
+                    reference=key,
+                    legs=self._legs(legs),
+                    expires_at=expires_at,
                 )
             self.session.commit()
             event(f"{kind}: insufficient funds")
             return multiple()
         hold = ledger.place_hold(
-            self.session, idempotency_key=key, kind=kind, reference=key, legs=self._legs(legs), expires_at=expires_at
+            self.session,
+            idempotency_key=key,
+            kind=kind,
+            reference=key,
+            legs=self._legs(legs),
+            expires_at=expires_at,
         )
         self.session.commit()
-        self.holds[hold.id] = {"legs": legs, "status": "pending", "expires_at": expires_at, "posting": None, **extra}
+        self.holds[hold.id] = {
+            "legs": legs,
+            "status": "pending",
+            "expires_at": expires_at,
+            "posting": None,
+            **extra,
+        }
+        event(f"{kind}: held")
         return hold.id
 
     # rules --------------------------------------------------------------------------------------------------
@@ -256,7 +296,11 @@ class LedgerMachine(RuleBasedStateMachine):
     def fund(self, cur: str, amount: int) -> None:
         legs = [(self.funding[cur], "debit", amount), (self.budget[cur], "credit", amount)]
         ledger.post_transaction(
-            self.session, idempotency_key=f"fund-{next(_key)}", kind="funding", reference="p", legs=self._legs(legs)
+            self.session,
+            idempotency_key=f"fund-{next(_key)}",
+            kind="funding",
+            reference="p",
+            legs=self._legs(legs),
         )
         self.session.commit()
         self._post_model(legs)
@@ -270,36 +314,47 @@ class LedgerMachine(RuleBasedStateMachine):
         expires_in=st.one_of(st.none(), st.integers(min_value=1, max_value=3)),
     )
     def lease(self, cur: str, annotator: int, price: int, fee: int, expires_in: int | None) -> Any:
+        legs = self._label_legs(cur, annotator, price, fee)
         return self._place(
-            "label_payment", self._label_legs(cur, annotator, price, fee), expires_in,
-            cur=cur, annotator=annotator, price=price, fee=fee,
+            "label_payment", legs, expires_in, cur=cur, annotator=annotator, price=price, fee=fee
         )
 
-    @rule(hold_id=label_holds, partial=st.booleans())
-    def accept(self, hold_id: int, partial: bool) -> None:
+    @rule(hold_id=label_holds, accept=st.booleans(), partial=st.booleans())
+    def decide(self, hold_id: int, accept: bool, partial: bool) -> None:
+        """Accept (in full or in part; again: a duplicate) or reject a leased label's hold."""
         hold = self.holds[hold_id]
-        if hold["posting"] is not None:  # a duplicate accept: same key and content, so the first is returned
+        key = f"accept-{hold_id}"
+        if not accept:
+            self._void(hold_id)
+        elif (
+            hold["posting"] is not None
+        ):  # a duplicate accept: same key and content, so the first is returned
             posting_id, legs = hold["posting"]
             again = ledger.post_hold(
-                self.session, hold_id=hold_id, idempotency_key=f"accept-{hold_id}", legs=self._legs(legs)
+                self.session, hold_id=hold_id, idempotency_key=key, legs=self._legs(legs)
             )
             assert again.id == posting_id
-            self.session.commit()
             event("accept: duplicate returns the first posting")
-            return
-        divisor = 2 if partial else 1
-        legs = self._label_legs(hold["cur"], hold["annotator"], hold["price"] // divisor, hold["fee"] // divisor)
-        if hold["status"] != "pending":
-            with pytest.raises(HoldAlreadyResolved):
-                ledger.post_hold(self.session, hold_id=hold_id, idempotency_key=f"accept-{hold_id}", legs=self._legs(legs))
-            self.session.commit()
-            return
-        posting = ledger.post_hold(self.session, hold_id=hold_id, idempotency_key=f"accept-{hold_id}", legs=self._legs(legs))
+        else:
+            divisor = 2 if partial else 1
+            legs = self._label_legs(
+                hold["cur"], hold["annotator"], hold["price"] // divisor, hold["fee"] // divisor
+            )
+            if hold["status"] != "pending":
+                with pytest.raises(HoldAlreadyResolved):
+                    ledger.post_hold(
+                        self.session, hold_id=hold_id, idempotency_key=key, legs=self._legs(legs)
+                    )
+                event(f"accept: refused, hold already {hold['status']}")
+            else:
+                posting = ledger.post_hold(
+                    self.session, hold_id=hold_id, idempotency_key=key, legs=self._legs(legs)
+                )
+                assert posting.resolves_hold_id == hold_id
+                hold.update(status="posted", posting=(posting.id, legs))
+                self._post_model(legs)
+                event("accept: posted")
         self.session.commit()
-        assert posting.resolves_hold_id == hold_id
-        hold.update(status="posted", posting=(posting.id, legs))
-        event("accept: posted")
-        self._post_model(legs)
 
     def _void(self, hold_id: int) -> None:
         hold = self.holds[hold_id]
@@ -309,27 +364,32 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             resolution = ledger.void_hold(self.session, hold_id=hold_id, reason="test")
             assert resolution.status == "voided"
+            event("void: voided" if hold["status"] == "pending" else "void: again, the first void returned")
             hold["status"] = "voided"
         self.session.commit()
 
-    @rule(hold_id=label_holds)
-    def reject(self, hold_id: int) -> None:
-        self._void(hold_id)
-
+    @precondition(lambda self: any(self._expected(key)["available"] > 0 for key in self.payable.values()))
     @rule(
         target=payout_holds,
-        cur=st.sampled_from(["EUR", "JPY"]),
-        annotator=st.sampled_from([1, 2]),
-        amount=st.integers(min_value=1, max_value=30),
+        data=st.data(),
+        share=st.integers(min_value=1, max_value=120),
         expires_in=st.one_of(st.none(), st.integers(min_value=1, max_value=3)),
     )
-    def request_payout(self, cur: str, annotator: int, amount: int, expires_in: int | None) -> Any:
-        legs = [(self.payable[(annotator, cur)], "debit", amount), (self.clearing[cur], "credit", amount)]
-        return self._place("payout", legs, expires_in)
+    def request_payout(self, data: st.DataObject, share: int, expires_in: int | None) -> Any:
+        """Hold part of a payable for a transfer (a share above 100% asks for more than there is)."""
+        funded = [key for key in self.payable.values() if self._expected(key)["available"] > 0]
+        payable = data.draw(st.sampled_from(funded))
+        amount = max(1, self._expected(payable)["available"] * share // 100)
+        clearing = self.clearing[payable[1]]
+        return self._place("payout", [(payable, "debit", amount), (clearing, "credit", amount)], expires_in)
 
-    @rule(hold_id=payout_holds)
-    def confirm_payout(self, hold_id: int) -> None:
+    @rule(hold_id=payout_holds, confirmed=st.booleans())
+    def settle_payout(self, hold_id: int, confirmed: bool) -> None:
+        """The transfer is confirmed (post the hold) or failed (void it)."""
         hold = self.holds[hold_id]
+        if not confirmed:
+            self._void(hold_id)
+            return
         if hold["status"] != "pending":
             with pytest.raises(HoldAlreadyResolved):
                 ledger.post_hold(self.session, hold_id=hold_id)
@@ -337,44 +397,43 @@ class LedgerMachine(RuleBasedStateMachine):
             ledger.post_hold(self.session, hold_id=hold_id)
             hold["status"] = "posted"
             self._post_model(hold["legs"])
+            event("payout: confirmed")
         self.session.commit()
 
-    @rule(hold_id=payout_holds)
-    def fail_payout(self, hold_id: int) -> None:
-        self._void(hold_id)
-
-    @rule(cur=st.sampled_from(["EUR", "JPY"]))
-    def reconcile(self, cur: str) -> None:
-        owed = self._expected(self.clearing[cur])["posted"]
-        if owed <= 0:
-            return
-        legs = [(self.clearing[cur], "debit", owed), (self.stripe[cur], "credit", owed)]
-        ledger.post_transaction(
-            self.session, idempotency_key=f"reconcile-{next(_key)}", kind="reconciliation", reference="r", legs=self._legs(legs)
-        )
-        self.session.commit()
-        self._post_model(legs)
-
-    @rule(minutes=st.integers(min_value=1, max_value=3))
-    def tick(self, minutes: int) -> None:
+    @rule(cur=st.sampled_from(["EUR", "JPY"]), minutes=st.integers(min_value=0, max_value=3))
+    def tick_and_reconcile(self, cur: str, minutes: int) -> None:
+        """Time passes (holds expire) and the transfers made so far are reconciled with the Stripe balance."""
         self.now += timedelta(minutes=minutes)
         due = [
             hold_id
             for hold_id, hold in self.holds.items()
-            if hold["status"] == "pending" and hold["expires_at"] is not None and hold["expires_at"] <= self.now
+            if hold["status"] == "pending"
+            and hold["expires_at"] is not None
+            and hold["expires_at"] <= self.now
         ]
         assert ledger.expire_holds(self.session, now=self.now) == len(due)
-        self.session.commit()
         for hold_id in due:
             self.holds[hold_id]["status"] = "expired"
         event(f"tick: expired {min(len(due), 2)}+ holds" if due else "tick: nothing due")
+        owed = self._expected(self.clearing[cur])["posted"]
+        if owed > 0:
+            legs = [(self.clearing[cur], "debit", owed), (self.stripe[cur], "credit", owed)]
+            ledger.post_transaction(
+                self.session,
+                idempotency_key=f"reconcile-{next(_key)}",
+                kind="reconciliation",
+                reference="r",
+                legs=self._legs(legs),
+            )
+            self._post_model(legs)
+            event("reconciled")
+        self.session.commit()
 
     # invariants ---------------------------------------------------------------------------------------------
 
     @invariant()
     def balances_match_the_model(self) -> None:
-        for key in self.kinds:
-            actual = ledger.balance(self.session, account_code=key[0], currency=key[1])
+        for key, actual in ledger.balances(self.session, accounts=self.kinds).items():
             expected = self._expected(key)
             assert {
                 "posted": actual.posted.amount,
@@ -391,9 +450,13 @@ class LedgerMachine(RuleBasedStateMachine):
         resolutions = self.session.scalars(
             text("SELECT count(*) FROM ledger_transactions WHERE resolves_hold_id IS NOT NULL")
         ).one()
-        assert resolutions == self.session.query(LedgerTransaction.resolves_hold_id).distinct().filter(
-            LedgerTransaction.resolves_hold_id.is_not(None)
-        ).count()
+        assert (
+            resolutions
+            == self.session.query(LedgerTransaction.resolves_hold_id)
+            .distinct()
+            .filter(LedgerTransaction.resolves_hold_id.is_not(None))
+            .count()
+        )
 
 
 def test_ledger_state_machine(engine: Engine) -> None:
@@ -401,8 +464,8 @@ def test_ledger_state_machine(engine: Engine) -> None:
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=12,
-            stateful_step_count=25,
+            max_examples=20,
+            stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),

@@ -104,13 +104,21 @@ def test_exponents() -> None:
 
 @pytest.mark.parametrize(
     ("text", "currency", "minor"),
-    [("12.50", "EUR", 1250), ("12.5", "EUR", 1250), ("12", "EUR", 1200), ("-0.01", "USD", -1), ("500", "JPY", 500)],
+    [
+        ("12.50", "EUR", 1250),
+        ("12.5", "EUR", 1250),
+        ("12", "EUR", 1200),
+        ("-0.01", "USD", -1),
+        ("500", "JPY", 500),
+    ],
 )
 def test_parse(text: str, currency: str, minor: int) -> None:
     assert Money.parse(text, currency) == Money(minor, currency)
 
 
-@pytest.mark.parametrize(("text", "currency"), [("12.505", "EUR"), ("1.5", "JPY"), ("1e3", "EUR"), ("", "EUR")])
+@pytest.mark.parametrize(
+    ("text", "currency"), [("12.505", "EUR"), ("1.5", "JPY"), ("1e3", "EUR"), ("", "EUR")]
+)
 def test_parse_refuses_inexact_or_malformed(text: str, currency: str) -> None:
     with pytest.raises(InvalidAmount):
         Money.parse(text, currency)
