@@ -49,10 +49,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from marketplace.planning import cli as planning_cli
     from marketplace.projects import api as projects_api
     from marketplace.projects import cli as projects_cli
+    from marketplace.work import api as work_api
     from marketplace.work import cli as work_cli
 
     auth.init_app(app)
-    for module in (accounts_api, annotators_api, projects_api, billing_api, planning_api):
+    for module in (accounts_api, annotators_api, projects_api, billing_api, planning_api, work_api):
         module.init_app(app, api)
     for cli_module in (accounts_cli, projects_cli, planning_cli, work_cli, jobs, seed):
         cli_module.init_app(app)

@@ -6,19 +6,28 @@ hands it to services (which flush but never commit), and commits exactly once at
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from flask import Flask, Response, current_app, g
 from sqlalchemy import BigInteger, Engine, MetaData, String, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 
 from payments.db import NAMING_CONVENTION, JSONType, UTCDateTime, utcnow
+from payments.ledger import is_retryable
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "Base",
+    "retry_transaction",
     "JSONType",
     "get_session",
     "intpk",
@@ -129,6 +138,34 @@ def get_session() -> Session:
         g.db_session = database().sessionmaker()
     session: Session = g.db_session
     return session
+
+
+def retry_transaction(view: Callable[P, R], *, attempts: int = 4) -> Callable[P, R]:
+    """Run a view's unit of work again, on a fresh session, when the database aborted it as a deadlock victim or
+    for a serialization failure; the database already rolled it back, so the whole request body is repeated.
+
+    Put it directly on the view function (below flask-smorest's decorators), whose arguments it must not change.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, attempts + 1):
+            try:
+                result = view(*args, **kwargs)
+                get_session().flush()
+                return result
+            except DBAPIError as exc:
+                if attempt == attempts or not is_retryable(exc):
+                    raise
+                session: Session | None = g.pop("db_session", None)
+                if session is not None:
+                    session.rollback()
+                    session.close()
+                g.pop("auth_user", None)  # loaded by the discarded session
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    return wrapper
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from payments.errors import HoldAlreadyResolved, HoldNotFound, InvalidAmount
 from payments.models import Account, AccountBalance, LedgerTransaction, TransactionStatus
@@ -109,7 +109,7 @@ def hold_resolution(session: Session, *, hold_id: int) -> LedgerTransaction | No
     ).one_or_none()
 
 
-def hold_legs(session: Session, hold: LedgerTransaction) -> list[Leg]:
+def hold_legs(session: Session, *, hold: LedgerTransaction) -> list[Leg]:
     """The legs a hold reserved."""
     ids = {e.account_id for e in hold.entries}
     accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(ids)))} if ids else {}
@@ -158,7 +158,7 @@ def post_hold(
     hold = _lock_hold(session, hold_id)
     reference = reference if reference is not None else hold.reference
     validate_header(idempotency_key=key, kind=hold.kind, reference=reference)
-    held = hold_legs(session, hold)
+    held = hold_legs(session, hold=hold)
     chosen = held if legs is None else normalise_legs(legs)
     check_balanced(chosen)
     _check_within_hold(held, chosen, hold.id)
@@ -243,6 +243,7 @@ def expire_holds(session: Session, *, now: datetime, limit: int = 500) -> int:
             .order_by(LedgerTransaction.id)
             .limit(limit)
             .with_for_update(skip_locked=True, of=LedgerTransaction)
+            .options(selectinload(LedgerTransaction.entries))
             .execution_options(populate_existing=True)
         )
     )

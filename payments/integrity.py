@@ -107,35 +107,44 @@ def _resolution_problems(session: Session) -> list[str]:
 
 def _balance_problems(session: Session, *, clearing_at_zero: bool) -> list[str]:
     problems: list[str] = []
-    accounts = {a.id: a for a in session.scalars(select(Account).order_by(Account.id))}
+    # Plain rows, not ORM objects: the check reads every account and must stay cheap on a large ledger.
+    accounts = session.execute(
+        select(
+            Account.id, Account.code, Account.currency, Account.normal_balance, Account.no_overdraft
+        ).order_by(Account.id)
+    ).all()
     cached = {
-        b.account_id: b
-        for b in session.scalars(select(AccountBalance).execution_options(populate_existing=True))
+        row.account_id: (row.posted_minor, row.pending_out_minor, row.pending_in_minor)
+        for row in session.execute(
+            select(
+                AccountBalance.account_id,
+                AccountBalance.posted_minor,
+                AccountBalance.pending_out_minor,
+                AccountBalance.pending_in_minor,
+            )
+        )
     }
     sums = entry_sums(session)
     empty = {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
-    for account_id, account in accounts.items():
-        s = sums.get(account_id, empty)
+    known: set[int] = set()
+    for account in accounts:
+        known.add(account.id)
+        s = sums.get(account.id, empty)
         credit_normal = account.normal_balance == Direction.CREDIT
         sign = -1 if credit_normal else 1
         posted = sign * (s["posted_debit"] - s["posted_credit"])
         pending_out = s["pending_debit"] if credit_normal else s["pending_credit"]
         pending_in = s["pending_credit"] if credit_normal else s["pending_debit"]
         name = f"{account.code} ({account.currency})"
-        row = cached.get(account_id)
+        row = cached.get(account.id)
         if account.no_overdraft and row is None:
             problems.append(f"{name} has no cached balance row although it must never be overdrawn")
         if row is not None and not account.no_overdraft:
             problems.append(f"{name} has a cached balance row but no overdraft rule")
-        if row is not None and (row.posted_minor, row.pending_out_minor, row.pending_in_minor) != (
-            posted,
-            pending_out,
-            pending_in,
-        ):
+        if row is not None and row != (posted, pending_out, pending_in):
             problems.append(
-                f"{name} cached balance (posted {row.posted_minor}, pending out {row.pending_out_minor}, "
-                f"pending in {row.pending_in_minor}) differs from its entries (posted {posted}, pending out "
-                f"{pending_out}, pending in {pending_in})"
+                f"{name} cached balance (posted {row[0]}, pending out {row[1]}, pending in {row[2]}) differs "
+                f"from its entries (posted {posted}, pending out {pending_out}, pending in {pending_in})"
             )
         if account.no_overdraft and posted - pending_out < 0:
             available = Money(posted - pending_out, account.currency).format()
@@ -144,8 +153,9 @@ def _balance_problems(session: Session, *, clearing_at_zero: bool) -> list[str]:
             problems.append(
                 f"clearing account {name} is at {Money(posted, account.currency).format()}, not zero"
             )
-    orphans = sorted(cached.keys() - accounts.keys())
-    problems += [f"cached balance row for unknown account {account_id}" for account_id in orphans]
+    problems += [
+        f"cached balance row for unknown account {account_id}" for account_id in sorted(cached.keys() - known)
+    ]
     return problems
 
 

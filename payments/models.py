@@ -154,9 +154,7 @@ class LedgerTransaction(PaymentsBase):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    entries: Mapped[list[LedgerEntry]] = relationship(
-        back_populates="transaction", order_by="LedgerEntry.id", lazy="selectin"
-    )
+    entries: Mapped[list[LedgerEntry]] = relationship(back_populates="transaction", order_by="LedgerEntry.id")
 
     @property
     def is_hold(self) -> bool:

@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from payments import payouts
+from payments import payout_outcomes, payouts
 from payments.db import utcnow
-from payments.errors import GatewayError, GatewayUnavailableError
+from payments.errors import GatewayError, GatewayUnavailableError, PayoutError
 from payments.gateways.base import PayoutGateway
 from payments.payout_models import PayoutRun, PayoutState
 from payments.throttle import Throttle
@@ -76,15 +76,28 @@ def dry_run(scope: SessionScope, *, min_amount_minor: int, currency: str | None 
     return plan
 
 
+def start_run(
+    session: Session, *, requested_by: str, min_amount_minor: int, currency: str | None = None
+) -> PayoutRun:
+    """Record a payout run to be executed (by `run_payouts` with its id, now or in a job)."""
+    if min_amount_minor <= 0:
+        raise PayoutError("the minimum payout must be a positive amount")
+    run = PayoutRun(requested_by=requested_by, min_amount_minor=min_amount_minor, currency=currency)
+    session.add(run)
+    session.flush()  # generate run.id
+    return run
+
+
 def run_payouts(
     scope: SessionScope,
     *,
     gateway: PayoutGateway,
     throttle: Throttle,
-    min_amount_minor: int,
-    currency: str | None = None,
-    requested_by: str,
     worker: str,
+    run_id: int | None = None,
+    min_amount_minor: int | None = None,
+    currency: str | None = None,
+    requested_by: str = "system",
     clock: Clock = utcnow,
     on_step: StepHook = _no_step,
     batch_size: int = 20,
@@ -92,20 +105,29 @@ def run_payouts(
     retry_delay: timedelta = payouts.DEFAULT_RETRY_DELAY,
     stale_after: timedelta = payouts.DEFAULT_STALE_AFTER,
 ) -> RunReport:
-    """Request a payout (row + hold, one transaction each) for every payee due, then submit all due payouts."""
+    """Request a payout (row + hold, one transaction each) for every payee due, then submit all due payouts.
+
+    Either executes a run recorded with `start_run` (`run_id`: its threshold and currency apply) or records a
+    new one (`min_amount_minor`, `currency`, `requested_by`).
+    """
     with scope() as session:
-        plan = payouts.plan_payouts(session, min_amount_minor=min_amount_minor, currency=currency)
-        run = PayoutRun(requested_by=requested_by, min_amount_minor=min_amount_minor, currency=currency)
-        session.add(run)
-        session.flush()  # generate run.id
-        run_id = run.id
+        if run_id is None:
+            if min_amount_minor is None:
+                raise PayoutError("a new run needs its minimum payout")
+            run = start_run(
+                session, requested_by=requested_by, min_amount_minor=min_amount_minor, currency=currency
+            )
+        else:
+            run = session.get_one(PayoutRun, run_id)
+            if run.finished_at is not None:
+                raise PayoutError(f"payout run {run_id} was already executed", details={"run_id": run_id})
+        run_id, minimum, currency = run.id, run.min_amount_minor, run.currency
+        plan = payouts.plan_payouts(session, min_amount_minor=minimum, currency=currency)
     requested: list[int] = []
     totals: dict[str, dict[str, int]] = {}
     for planned in plan.payouts:
         with scope() as session:
-            payout = payouts.request_payout(
-                session, planned=planned, min_amount_minor=min_amount_minor, run_id=run_id
-            )
+            payout = payouts.request_payout(session, planned=planned, min_amount_minor=minimum, run_id=run_id)
             if payout is None:
                 continue
             payout_id, amount, code = payout.id, payout.amount_minor, payout.currency
@@ -116,8 +138,14 @@ def run_payouts(
         on_step("requested", payout_id)
     with scope() as session:
         run = session.get_one(PayoutRun, run_id)
-        run.payouts_requested = len(requested)
-        run.totals = dict(sorted(totals.items()))
+        # additive: a run re-executed after a crash keeps what its first pass requested
+        run.payouts_requested += len(requested)
+        merged = {c: dict(v) for c, v in (run.totals or {}).items()}
+        for code, entry in totals.items():
+            into = merged.setdefault(code, {"count": 0, "amount_minor": 0})
+            into["count"] += entry["count"]
+            into["amount_minor"] += entry["amount_minor"]
+        run.totals = dict(sorted(merged.items()))
     report = submit_due_payouts(
         scope,
         gateway=gateway,
@@ -185,7 +213,7 @@ def submit_due_payouts(
             except (GatewayError, TimeoutError) as exc:
                 error = exc if isinstance(exc, GatewayError) else GatewayUnavailableError(str(exc))
                 with scope() as session:
-                    payout = payouts.record_gateway_error(
+                    payout = payout_outcomes.record_gateway_error(
                         session,
                         payout_id=claim.payout_id,
                         version=claim.version,
@@ -204,7 +232,7 @@ def submit_due_payouts(
                 continue
             on_step("transferred", claim.payout_id)
             with scope() as session:
-                payout = payouts.record_transfer(
+                payout = payout_outcomes.record_transfer(
                     session, payout_id=claim.payout_id, transfer=transfer, now=clock()
                 )
                 state = payout.state
@@ -247,7 +275,7 @@ def resolve_stale_payouts(
                 transfers = gateway.find_transfers(claim.transfer_group)
             except GatewayError as exc:
                 with scope() as session:
-                    payouts.record_gateway_error(
+                    payout_outcomes.record_gateway_error(
                         session,
                         payout_id=claim.payout_id,
                         version=claim.version,
@@ -259,7 +287,7 @@ def resolve_stale_payouts(
                 continue
             on_step("looked_up", claim.payout_id)
             with scope() as session:
-                payout = payouts.resolve_lookup(
+                payout = payout_outcomes.resolve_lookup(
                     session,
                     payout_id=claim.payout_id,
                     version=claim.version,
@@ -280,7 +308,7 @@ def resolve_stale_payouts(
 def book_gateway_balances(scope: SessionScope, *, gateway: PayoutGateway, clock: Clock = utcnow) -> list[int]:
     """For settled payouts whose balance transaction is not booked, fetch the transfer and book it."""
     with scope() as session:
-        pending = payouts.unbalanced_settled_payouts(session)
+        pending = payout_outcomes.unbalanced_settled_payouts(session)
     booked: list[int] = []
     for payout_id, transfer_id in pending:
         try:
@@ -290,7 +318,9 @@ def book_gateway_balances(scope: SessionScope, *, gateway: PayoutGateway, clock:
         if transfer is None:
             continue
         with scope() as session:
-            payout = payouts.record_transfer(session, payout_id=payout_id, transfer=transfer, now=clock())
+            payout = payout_outcomes.record_transfer(
+                session, payout_id=payout_id, transfer=transfer, now=clock()
+            )
             if payout.balance_ledger_transaction_id is not None:
                 booked.append(payout_id)
     return booked

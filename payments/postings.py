@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, exists, func, select, tuple_
+from sqlalchemy import Select, exists, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -300,6 +300,17 @@ def lock_balances(session: Session, account_ids: Iterable[int]) -> dict[int, Acc
     ids = sorted(set(account_ids))
     if not ids:
         return {}
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has no row locks and ignores FOR UPDATE. An engine that begins with BEGIN IMMEDIATE already
+        # holds the database's write lock; one left to pysqlite's deferred transactions would read outside any
+        # transaction and lose updates. A no-op write takes the write lock (waiting for the busy timeout) so
+        # that the read below is the latest committed state whatever the engine's configuration.
+        session.execute(
+            update(AccountBalance)
+            .where(AccountBalance.account_id.in_(ids))
+            .values(posted_minor=AccountBalance.posted_minor)
+            .execution_options(synchronize_session=False)
+        )
     # ORDER BY before FOR UPDATE: PostgreSQL locks rows in the order it returns them, so every writer takes
     # the same locks in the same order. populate_existing: the identity map may hold a value read before the
     # lock.

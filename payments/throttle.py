@@ -94,14 +94,20 @@ class RedisTokenBucket:
         self.capacity = capacity if capacity is not None else max(1.0, rate)
         self._script = client.register_script(_TAKE_SCRIPT)
         self._fallback = LocalTokenBucket(rate=rate, capacity=self.capacity)
+        self._degraded = False
 
     def try_take(self) -> float:
         """Take a token from the shared bucket; from this process's own bucket while Redis is unreachable."""
         try:
             result = self._script(keys=[self.key], args=[self.rate, self.capacity, 1])
-        except redis.RedisError:
-            log.warning("rate limiter: Redis unavailable, using a local bucket", exc_info=True)
+        except redis.RedisError as exc:
+            if not self._degraded:  # say it once per outage, not once per transfer
+                log.warning("rate limiter: Redis unavailable (%s); limiting this process alone", exc)
+                self._degraded = True
             return self._fallback.try_take()
+        if self._degraded:
+            log.info("rate limiter: Redis is back; limiting with the shared bucket again")
+            self._degraded = False
         text = result.decode() if isinstance(result, bytes) else str(result)
         return float(text)
 

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from payments import ledger, payouts
+from payments import ledger, payout_outcomes, payouts
 from payments.db import utcnow
 from payments.errors import PayoutError
 from payments.gateways.base import FundingResult, PayoutGateway, WebhookEvent
@@ -51,25 +51,46 @@ BANK_PAYOUT_EVENTS = frozenset(
 #: a bank payout's status only moves up this ladder: `failed` after `paid` wins, `paid` after `failed` does not
 BANK_PAYOUT_RANK = {"pending": 0, "in_transit": 1, "paid": 2, "failed": 3, "canceled": 3}
 
-_handlers: dict[str, list[EventHandler]] = {}
+
+class HandlerRegistry:
+    """Handlers the product adds per event type, run in the event's processing transaction after ours."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[EventHandler]] = {}
+
+    def register(self, event_type: str, fn: EventHandler) -> None:
+        """Also run `fn(session, event)` for every `event_type` event (once, however often registered)."""
+        handlers = self._handlers.setdefault(event_type, [])
+        if fn not in handlers:
+            handlers.append(fn)
+
+    def unregister(self, event_type: str, fn: EventHandler) -> None:
+        """Stop running `fn` for `event_type` events."""
+        if fn in self._handlers.get(event_type, []):
+            self._handlers[event_type].remove(fn)
+
+    def handlers(self, event_type: str) -> list[EventHandler]:
+        """The handlers of `event_type`, in registration order."""
+        return list(self._handlers.get(event_type, []))
+
+
+#: the process-wide registry the app registers into (tests may pass a registry of their own)
+default_registry = HandlerRegistry()
 
 
 def register_handler(event_type: str, fn: EventHandler) -> None:
     """Also run `fn(session, event)` for every `event_type` event, in the event's processing transaction."""
-    handlers = _handlers.setdefault(event_type, [])
-    if fn not in handlers:
-        handlers.append(fn)
+    default_registry.register(event_type, fn)
 
 
 def unregister_handler(event_type: str, fn: EventHandler) -> None:
     """Stop running `fn` for `event_type` events."""
-    if fn in _handlers.get(event_type, []):
-        _handlers[event_type].remove(fn)
+    default_registry.unregister(event_type, fn)
 
 
 def registered_handlers(event_type: str) -> list[EventHandler]:
     """The handlers registered for `event_type`, in registration order."""
-    return list(_handlers.get(event_type, []))
+    return default_registry.handlers(event_type)
 
 
 # --- receiving ----------------------------------------------------------------------------------------------
@@ -100,10 +121,13 @@ def receive_event(
     # ON CONFLICT DO NOTHING: two deliveries of one event racing each other both succeed, one row results.
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(
-        insert(StripeEvent).values(**values).on_conflict_do_nothing(index_elements=["id"])
-    )
-    created = bool(getattr(result, "rowcount", 0))
+    inserted = session.execute(
+        insert(StripeEvent)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(StripeEvent.id)
+    ).scalar_one_or_none()
+    created = inserted is not None
     row = session.get_one(StripeEvent, event.id, populate_existing=True)
     return row, created
 
@@ -127,8 +151,16 @@ def event_from_row(row: StripeEvent) -> WebhookEvent:
 # --- processing ---------------------------------------------------------------------------------------------
 
 
-def process_event(session: Session, *, event_id: str, gateway: PayoutGateway, now: datetime) -> str:
+def process_event(
+    session: Session,
+    *,
+    event_id: str,
+    gateway: PayoutGateway,
+    now: datetime,
+    registry: HandlerRegistry | None = None,
+) -> str:
     """Apply one stored event (once; a processed or ignored event is left alone); returns its status."""
+    registry = registry or default_registry
     row = session.scalars(
         select(StripeEvent)
         .where(StripeEvent.id == event_id)
@@ -140,8 +172,8 @@ def process_event(session: Session, *, event_id: str, gateway: PayoutGateway, no
     if row.status != EventStatus.PENDING:
         return row.status
     event = event_from_row(row)
-    handled = _builtin(session, event, gateway=gateway, now=now)
-    extra = registered_handlers(event.type) if handled is not False else []
+    handled = _builtin(session, event, gateway=gateway, now=now, registry=registry)
+    extra = registry.handlers(event.type) if handled is not False else []
     for fn in extra:
         fn(session, event)
     row.attempts += 1
@@ -152,7 +184,9 @@ def process_event(session: Session, *, event_id: str, gateway: PayoutGateway, no
     return row.status
 
 
-def _builtin(session: Session, event: WebhookEvent, *, gateway: PayoutGateway, now: datetime) -> bool | None:
+def _builtin(
+    session: Session, event: WebhookEvent, *, gateway: PayoutGateway, now: datetime, registry: HandlerRegistry
+) -> bool | None:
     """True: handled; None: no built-in for this type; False: not ours, skip the registered handlers too."""
     if event.type in TRANSFER_EVENTS:
         return _on_transfer(session, event, gateway=gateway, now=now)
@@ -161,7 +195,7 @@ def _builtin(session: Session, event: WebhookEvent, *, gateway: PayoutGateway, n
     if event.type in BANK_PAYOUT_EVENTS:
         return _on_bank_payout(session, event)
     if event.type in FUNDING_EVENTS:
-        return _on_funding(session, event, gateway=gateway, now=now)
+        return _on_funding(session, event, gateway=gateway, now=now, registry=registry)
     if event.type == "payment_intent.payment_failed":
         return _on_funding_failed(session, event)
     return None
@@ -173,7 +207,7 @@ def _on_transfer(session: Session, event: WebhookEvent, *, gateway: PayoutGatewa
     transfer = gateway.retrieve_transfer(str(event.object.get("id")))
     if transfer is None:
         return False
-    return payouts.sync_transfer(session, transfer=transfer, now=now) is not None
+    return payout_outcomes.sync_transfer(session, transfer=transfer, now=now) is not None
 
 
 def _on_account(session: Session, event: WebhookEvent, *, gateway: PayoutGateway) -> bool:
@@ -231,11 +265,13 @@ def funding_confirmation(event: WebhookEvent) -> FundingConfirmed:
     )
 
 
-def _on_funding(session: Session, event: WebhookEvent, *, gateway: PayoutGateway, now: datetime) -> bool:
+def _on_funding(
+    session: Session, event: WebhookEvent, *, gateway: PayoutGateway, now: datetime, registry: HandlerRegistry
+) -> bool:
     if not (event.object.get("metadata") or {}).get("reference"):
         return False  # a payment made outside Labelforce's funding flow
     confirmation = funding_confirmation(event)
-    if not registered_handlers(event.type):
+    if not registry.handlers(event.type):
         # Leave the event pending (the failure is recorded) rather than drop money nobody credited.
         raise PayoutError(f"no handler is registered for {event.type}: the funding cannot be credited")
     row = session.scalars(
@@ -330,14 +366,19 @@ class EventsReport:
 
 
 def process_pending_events(
-    scope: SessionScope, *, gateway: PayoutGateway, clock: Clock = utcnow, limit: int = 500
+    scope: SessionScope,
+    *,
+    gateway: PayoutGateway,
+    clock: Clock = utcnow,
+    limit: int = 500,
+    registry: HandlerRegistry | None = None,
 ) -> EventsReport:
     """Process every pending event, each in its own transaction; a failure is recorded and the pass goes on."""
     report = EventsReport()
     with scope() as session:
         event_ids = pending_event_ids(session, limit=limit)
     for event_id in event_ids:
-        status = process_one_event(scope, event_id=event_id, gateway=gateway, clock=clock)
+        status = process_one_event(scope, event_id=event_id, gateway=gateway, clock=clock, registry=registry)
         if status == EventStatus.PROCESSED:
             report.processed.append(event_id)
         elif status == EventStatus.IGNORED:
@@ -348,12 +389,17 @@ def process_pending_events(
 
 
 def process_one_event(
-    scope: SessionScope, *, event_id: str, gateway: PayoutGateway, clock: Clock = utcnow
+    scope: SessionScope,
+    *,
+    event_id: str,
+    gateway: PayoutGateway,
+    clock: Clock = utcnow,
+    registry: HandlerRegistry | None = None,
 ) -> str:
     """Process one event in its own transaction; on failure record it (in another) and return the error."""
     try:
         with scope() as session:
-            return process_event(session, event_id=event_id, gateway=gateway, now=clock())
+            return process_event(session, event_id=event_id, gateway=gateway, now=clock(), registry=registry)
     except Exception as exc:
         # Whatever went wrong, the event stays pending: the failure is recorded and the next pass retries it.
         with scope() as session:

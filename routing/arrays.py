@@ -175,7 +175,9 @@ def subset_arrays(arrays: Arrays, task_index: IntArray, annotator_index: IntArra
     skill_tasks = []
     skill_annotators = []
     skill_levels = []
-    for tasks, members, levels in zip(arrays.skill_tasks, arrays.skill_annotators, arrays.skill_levels, strict=True):
+    for tasks, members, levels in zip(
+        arrays.skill_tasks, arrays.skill_annotators, arrays.skill_levels, strict=True
+    ):
         local_tasks = task_map[tasks]
         skill_tasks.append(local_tasks[local_tasks >= 0])
         local_members = annotator_map[members]
@@ -214,13 +216,13 @@ class Block:
 
 def iter_blocks(arrays: Arrays, chunk_cells: int = CHUNK_CELLS) -> Iterator[Block]:
     """Yield eligibility blocks covering every (task, annotator) cell that shares a skill."""
-    for tasks, members, levels in zip(arrays.skill_tasks, arrays.skill_annotators, arrays.skill_levels, strict=True):
-        if len(tasks) == 0 or len(members) == 0:
-            continue
-        usable = arrays.annotator_capacity[members] >= 1
-        members = members[usable]
-        levels = levels[usable]
-        tasks = tasks[arrays.task_need[tasks] >= 1]
+    for skill_tasks, skill_members, skill_levels in zip(
+        arrays.skill_tasks, arrays.skill_annotators, arrays.skill_levels, strict=True
+    ):
+        usable = arrays.annotator_capacity[skill_members] >= 1
+        members = skill_members[usable]
+        levels = skill_levels[usable]
+        tasks = skill_tasks[arrays.task_need[skill_tasks] >= 1]
         if len(tasks) == 0 or len(members) == 0:
             continue
         price = arrays.annotator_price[members]
@@ -257,6 +259,52 @@ def pair_limits(arrays: Arrays, tasks: IntArray, annotators: IntArray, cap: IntA
 
 
 @dataclass(frozen=True)
+class BucketChain:
+    """Each annotator's chain of deadline buckets, as flow nodes: bucket -> next bucket -> ... -> sink."""
+
+    owner: IntArray  # bucket -> annotator
+    value: IntArray  # bucket -> EDF limit (capacity of the arc leaving the bucket)
+    first: IntArray  # annotator -> first bucket; buckets of a are first[a]:first[a + 1], values ascending
+
+    @property
+    def count(self) -> int:
+        """Number of bucket nodes."""
+        return len(self.owner)
+
+    def is_last(self) -> BoolArray:
+        """Per bucket, whether it is its annotator's last (the one that feeds the sink)."""
+        last = np.ones(self.count, dtype=bool)
+        last[:-1] = self.owner[1:] != self.owner[:-1]
+        return last
+
+    def merge_redundant(self, pair_buckets: IntArray) -> tuple[BucketChain, IntArray]:
+        """Drop the EDF limits that the given pairs can never exceed; also map old -> new bucket.
+
+        If an annotator's pairs in buckets up to j number at most value[j], the limit of bucket j cannot
+        bind for any flow on those pairs, so bucket j is merged into the next one. Any flow on these pairs
+        is then feasible for the full chain too, which is what lets a certificate computed on the merged
+        chain (a relaxation) carry over to the original.
+        """
+        counts = np.bincount(pair_buckets, minlength=self.count)
+        running = np.cumsum(counts)
+        before_annotator = np.concatenate(([0], running))[self.first[self.owner]]
+        keep = self.is_last() | (running - before_annotator > self.value)
+        # Each bucket maps to the first kept bucket at or after it (the annotator's last one is kept).
+        kept_at_or_after = np.minimum.accumulate(np.where(keep, np.arange(self.count), self.count)[::-1])[
+            ::-1
+        ]
+        new_index = np.cumsum(keep) - 1
+        mapping = new_index[kept_at_or_after].astype(np.int64)
+        owner = self.owner[keep]
+        chain = BucketChain(
+            owner=owner,
+            value=self.value[keep],
+            first=np.searchsorted(owner, np.arange(len(self.first))).astype(np.int64),
+        )
+        return chain, mapping
+
+
+@dataclass(frozen=True)
 class Buckets:
     """Deadline buckets of every annotator: one node per distinct EDF limit among its possible tasks.
 
@@ -265,19 +313,12 @@ class Buckets:
     grouping by deadline). Limits are clipped at the capacity, above which they cannot bind.
     """
 
-    owner: IntArray  # bucket -> annotator
-    value: IntArray  # bucket -> EDF limit (capacity of the arc leaving the bucket)
-    first: IntArray  # annotator -> first bucket; buckets of a are first[a]:first[a + 1], values ascending
+    chain: BucketChain
     cap: IntArray  # annotator -> limits are clipped at this value
     table: Int32Array | None  # dense (offset[a] + limit) -> bucket, when small enough
     offset: IntArray | None
     keys: IntArray | None  # sorted owner * span + value, the fallback lookup
     span: int
-
-    @property
-    def count(self) -> int:
-        """Number of bucket nodes."""
-        return len(self.owner)
 
     def lookup(self, arrays: Arrays, tasks: IntArray, annotators: IntArray) -> IntArray:
         """The bucket of each (task, annotator) pair."""
@@ -319,9 +360,7 @@ def build_buckets(arrays: Arrays) -> Buckets:
         table = np.full(int(widths.sum()), -1, dtype=np.int32)
         table[offset[owner] + value] = np.arange(len(keys), dtype=np.int32)
     return Buckets(
-        owner=owner,
-        value=value,
-        first=first,
+        chain=BucketChain(owner=owner, value=value, first=first),
         cap=cap,
         table=table,
         offset=offset,

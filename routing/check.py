@@ -49,7 +49,9 @@ def find_violations(
         if level is None or level < task.min_level:
             problems.append(f"{annotator_id} lacks level {task.min_level} in {task.skill} for {task_id}")
         if annotator.price > task.max_price:
-            problems.append(f"{annotator_id} costs {annotator.price} > max_price {task.max_price} of {task_id}")
+            problems.append(
+                f"{annotator_id} costs {annotator.price} > max_price {task.max_price} of {task_id}"
+            )
         per_task[task_id].append(annotator_id)
         per_annotator[annotator_id].append(task_id)
 
@@ -58,7 +60,9 @@ def find_violations(
         if repeated:
             problems.append(f"{task_id} has the same annotator more than once: {sorted(repeated)}")
         if len(given) > tasks[task_id].labels_needed:
-            problems.append(f"{task_id} got {len(given)} labels > labels_needed {tasks[task_id].labels_needed}")
+            problems.append(
+                f"{task_id} got {len(given)} labels > labels_needed {tasks[task_id].labels_needed}"
+            )
 
     for annotator_id, taken in per_annotator.items():
         annotator = annotators[annotator_id]

@@ -72,7 +72,7 @@ def solve_cpsat(
         for k, index in enumerate(group.tolist()):
             prefix.append(chosen[index])
             if k + 1 == len(group_buckets) or group_buckets[k + 1] != group_buckets[k]:
-                model.add(sum(prefix) <= int(buckets.value[group_buckets[k]]))
+                model.add(sum(prefix) <= int(buckets.chain.value[group_buckets[k]]))
 
     for project, pairs in by_project.items():
         if arrays.project_max_slots[project] >= 0:
@@ -112,4 +112,6 @@ def solve_cpsat(
     if word not in ("optimal", "feasible"):
         message = "" if word != "overflow" else f"CP-SAT: {solver.status_name(status)}"
         return empty_solution(word, stats, message)
-    return EngineSolution(status=word, tasks=pair_tasks[picked], annotators=pair_annotators[picked], stats=stats)
+    return EngineSolution(
+        status=word, tasks=pair_tasks[picked], annotators=pair_annotators[picked], stats=stats
+    )

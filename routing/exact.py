@@ -9,7 +9,9 @@ import numpy as np
 
 from routing.arrays import Arrays, IntArray, build_buckets, eligible_pairs
 from routing.flow import build_network, exact_objective, placeable, solve_network
+from routing.potentials import optimal_potentials
 from routing.result import StatValue
+from routing.tiebreak import quality_tiebreak
 
 
 @dataclass
@@ -30,17 +32,22 @@ def empty_solution(status: str, stats: dict[str, StatValue], message: str = "") 
     return EngineSolution(status=status, tasks=none, annotators=none.copy(), stats=stats, message=message)
 
 
-def solve_exact(arrays: Arrays, *, volume: int | None = None) -> EngineSolution:
+def solve_exact(
+    arrays: Arrays, *, volume: int | None = None, prefer_quality: bool = False, weight: int | None = None
+) -> EngineSolution:
     """Min-cost flow over all eligible pairs: the exact lexicographic optimum (or cheapest at `volume`)."""
     started = time.perf_counter()
     arrays = placeable(arrays)
     buckets = build_buckets(arrays)
     pair_tasks, pair_annotators = eligible_pairs(arrays)
     stats: dict[str, StatValue] = {"engine": "one-shot", "eligible_pairs": len(pair_tasks), "rounds": 1}
-    objective = exact_objective(arrays, volume)
-    pair_buckets = buckets.lookup(arrays, pair_tasks, pair_annotators)
-    network = build_network(arrays, buckets, objective, pair_tasks, pair_annotators, pair_buckets)
+    objective = exact_objective(arrays, volume, weight)
+    # Limits that no set of these pairs can exceed are dropped: exact, and fewer binding chains to solve.
+    chain, merged = buckets.chain.merge_redundant(buckets.lookup(arrays, pair_tasks, pair_annotators))
+    pair_buckets = merged[buckets.lookup(arrays, pair_tasks, pair_annotators)]
+    network = build_network(arrays, chain, objective, pair_tasks, pair_annotators, pair_buckets)
     stats["arcs"] = len(network.tails)
+    stats["priority_weight"] = objective.priority_weight
     stats["build_s"] = time.perf_counter() - started
     solving = time.perf_counter()
     outcome = solve_network(network)
@@ -49,7 +56,11 @@ def solve_exact(arrays: Arrays, *, volume: int | None = None) -> EngineSolution:
     stats["gap_bound"] = 0 if outcome.status == "optimal" else None
     if outcome.status != "optimal":
         return empty_solution(outcome.status, stats, outcome.message)
-    chosen = np.flatnonzero(outcome.flows[: network.n_pairs] > 0)
+    flows = outcome.flows
+    if prefer_quality:
+        potentials, _ = optimal_potentials(network, flows)
+        flows = quality_tiebreak(arrays, network, flows, potentials, pair_annotators)
+    chosen = np.flatnonzero(flows[: network.n_pairs] > 0)
     return EngineSolution(
         status="optimal", tasks=pair_tasks[chosen], annotators=pair_annotators[chosen], stats=stats
     )

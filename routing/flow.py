@@ -23,12 +23,12 @@ optimum is a maximum flow: minimum cost among maximum flows is the lexicographic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from routing.arrays import Arrays, Buckets, EngineOverflow, Int32Array, IntArray
+from routing.arrays import Arrays, BucketChain, EngineOverflow, Int32Array, IntArray
 
 INT64_MAX = 2**63 - 1
 SOURCE = 0
@@ -57,9 +57,12 @@ def priority_weight(arrays: Arrays) -> int:
     return min(by_annotators, by_tasks) + 1
 
 
-def exact_objective(arrays: Arrays, volume: int | None = None) -> Objective:
-    """The lexicographic objective: priority first, then price (at most `volume` slots when given)."""
-    return Objective(priority_weight=priority_weight(arrays), volume=volume)
+def exact_objective(arrays: Arrays, volume: int | None = None, weight: int | None = None) -> Objective:
+    """The lexicographic objective: priority first, then price (at most `volume` slots when given).
+
+    `weight` overrides M, so that the pools of one instance share a unit (any M above the bound is exact).
+    """
+    return Objective(priority_weight=priority_weight(arrays) if weight is None else weight, volume=volume)
 
 
 def placeable(arrays: Arrays) -> Arrays:
@@ -101,14 +104,12 @@ def check_cost_range(max_abs_cost: int, n_nodes: int, supply: int) -> None:
 
 def pair_costs(arrays: Arrays, objective: Objective, tasks: IntArray, annotators: IntArray) -> IntArray:
     """Unit cost of each pair arc."""
-    return (
-        arrays.annotator_price[annotators] - objective.priority_weight * arrays.task_priority[tasks]
-    )
+    return arrays.annotator_price[annotators] - objective.priority_weight * arrays.task_priority[tasks]
 
 
 def build_network(
     arrays: Arrays,
-    buckets: Buckets,
+    buckets: BucketChain,
     objective: Objective,
     pair_tasks: IntArray,
     pair_annotators: IntArray,

@@ -32,7 +32,9 @@ def level_price(level: np.ndarray) -> np.ndarray:
     return 300.0 + 140.0 * level
 
 
-def generate_instance(n_tasks: int, n_annotators: int, n_skills: int | None = None, seed: int = 0) -> Instance:
+def generate_instance(
+    n_tasks: int, n_annotators: int, n_skills: int | None = None, seed: int = 0
+) -> Instance:
     """Build a reproducible synthetic instance; the same arguments always give the same instance."""
     rng = np.random.default_rng(seed)
     skills = n_skills if n_skills is not None else default_skill_count(n_tasks)

@@ -3,19 +3,25 @@
 1. Estimate each annotator's shadow price pi_a (the dual of its capacity): from the previous plan
    (`warm_potentials`) or by solving a random sample of the tasks against capacities scaled down to the
    sample's share, a small market with the same congestion.
-2. Keep, per task, the k eligible pairs with the lowest estimated reduced cost price_a + pi_a (the task's
-   own terms are common to its row). Pruning by price alone sends every task to the same few cheap
-   annotators; the shadow price spreads them to where capacity is.
+2. Keep, per task, about k pairs: half of lowest estimated reduced cost price_a + pi_a (the task's own
+   terms are common to its row), half uniformly at random (see `select_pairs` for why).
 3. Solve the min-cost flow exactly on those pairs and rebuild optimal node potentials from its residual
    graph (routing.potentials, verified arc by arc).
 4. Price every eligible pair of the complete graph in one vectorised pass per skill block: the reduced
-   cost of (t, a) is d[t] - d[bucket of a for t's deadline]. Add every pair with a negative reduced cost
+   cost of (t, a) is p[t] - p[bucket of a for t's deadline]. Add every pair with a negative reduced cost
    and go back to 3. When none is left, the potentials are feasible for the complete graph's residual
    network, so the flow is optimal on the complete graph: the answer is certified.
+
+Each round's network merges the deadline buckets whose EDF limit its pairs cannot exceed (binding EDF
+chains are what makes OR-Tools slow here: ~3.5x). The merged network is a relaxation of the complete one
+whose optimum, on these pairs, is feasible for the complete one; so a certificate for the relaxation is a
+certificate for the original. For the same reason the first round's guess leaves out the pairs that would
+make an early bucket bind: pricing brings back the ones that matter.
 
 Stopped early (round or time limit), the potentials still give a lower bound by LP duality: no flow on the
 complete graph costs less than cost - gap_bound, where gap_bound is minus the sum of the negative reduced
 costs of the pairs not yet in the network (each has capacity 1; complementary slackness holds on the rest).
+The bound is in objective units: price - priority_weight x priority.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from routing.arrays import Arrays, Buckets, IntArray, build_buckets, iter_blocks, subset_arrays
+from routing.arrays import Arrays, BucketChain, Buckets, IntArray, build_buckets, iter_blocks, subset_arrays
 from routing.exact import EngineSolution, empty_solution
 from routing.flow import Network, Objective, build_network, exact_objective, placeable, solve_network
 from routing.potentials import annotator_shadow_prices, optimal_potentials
 from routing.result import StatValue
+from routing.tiebreak import quality_tiebreak
 
 INT64_MIN = -(2**63)
 
@@ -38,7 +45,7 @@ INT64_MIN = -(2**63)
 class GuidedOptions:
     """Tuning of the guided method; the defaults suit 10^4-10^5 tasks."""
 
-    k: int = 20  # pairs kept per task in the first round (at least 2 x labels_needed)
+    k: int = 16  # pairs kept per task in the first round (at least labels_needed)
     max_rounds: int | None = None  # None: run until certified (or the time limit)
     sample_cells: int = 3_000_000  # size of the sampling solve, in task x annotator cells
     seed: int = 0
@@ -46,11 +53,22 @@ class GuidedOptions:
 
 @dataclass
 class RoundState:
-    """One round's network, flow and verified potentials."""
+    """One round's network (on merged buckets), flow and verified potentials, with step timings."""
 
     network: Network
+    objective: Objective
+    chain: BucketChain
+    bucket_of_pair: IntArray  # original bucket of each pair
+    merged: IntArray  # original bucket -> bucket of `chain`
     flows: IntArray
     distance: IntArray
+    flow_s: float
+    potentials_s: float
+    passes: int
+
+    def bucket_potential(self) -> IntArray:
+        """Potential of every original bucket (that of the merged bucket holding it)."""
+        return self.distance[self.network.bucket_node0 + self.merged]
 
 
 def solve_guided(
@@ -60,12 +78,14 @@ def solve_guided(
     warm_shadow: IntArray | None = None,
     deadline: float | None = None,
     volume: int | None = None,
+    prefer_quality: bool = False,
+    weight: int | None = None,
 ) -> EngineSolution:
     """Column generation until certified optimal (or out of rounds or time: status "feasible")."""
     started = time.perf_counter()
     arrays = placeable(arrays)
     buckets = build_buckets(arrays)
-    objective = exact_objective(arrays, volume)
+    objective = exact_objective(arrays, volume, weight)
     stats: dict[str, StatValue] = {"engine": "guided", "priority_weight": objective.priority_weight}
     if warm_shadow is not None:
         shadow = warm_shadow
@@ -73,31 +93,42 @@ def solve_guided(
     else:
         shadow = estimate_shadow_prices(arrays, options)
         stats["estimate"] = "sample" if arrays.block_cells() > options.sample_cells else "none"
-    stats["estimate_s"] = time.perf_counter() - started
-    pair_tasks, pair_annotators, eligible = select_pairs(arrays, shadow, options.k)
+    stats["estimate_s"] = round(time.perf_counter() - started, 4)
+    rng = np.random.default_rng(options.seed)
+    pair_tasks, pair_annotators, eligible = select_pairs(arrays, shadow, options.k, rng)
+    keep = edf_guess(arrays, buckets, pair_tasks, pair_annotators, rng)
+    pair_tasks, pair_annotators = pair_tasks[keep], pair_annotators[keep]
     stats["eligible_pairs"] = eligible
-    stats["build_s"] = time.perf_counter() - started
+    stats["build_s"] = round(time.perf_counter() - started, 4)
     rounds: list[dict[str, StatValue]] = []
     solving = time.perf_counter()
     while True:
-        state = _solve_round(arrays, buckets, objective, pair_tasks, pair_annotators)
+        state = solve_round(arrays, buckets, objective, pair_tasks, pair_annotators)
         if isinstance(state, str):
             stats.update(solve_s=time.perf_counter() - solving, rounds=len(rounds) + 1, certified=False)
             stats["gap_bound"] = None
             return empty_solution(state, stats, f"min-cost flow reported {state}")
-        new_tasks, new_annotators, reduced = price_pairs(arrays, buckets, state.network, state.distance)
+        pricing = time.perf_counter()
+        existing = pair_keys(arrays, pair_tasks, pair_annotators)
+        new_tasks, new_annotators, reduced = price_pairs(arrays, buckets, state, existing)
+        pricing_s = time.perf_counter() - pricing
         gap = -int(reduced.sum())
         chosen = np.flatnonzero(state.flows[: state.network.n_pairs] > 0)
         rounds.append(
             {
                 "round": len(rounds) + 1,
                 "arcs": len(state.network.tails),
+                "binding_buckets": int(state.chain.count - np.count_nonzero(state.chain.is_last())),
                 "placed": len(chosen),
                 "priority": int(arrays.task_priority[pair_tasks[chosen]].sum()),
                 "cost": int(arrays.annotator_price[pair_annotators[chosen]].sum()),
                 "negative_pairs": len(new_tasks),
                 "gap_bound": gap,
-                "elapsed_s": time.perf_counter() - started,
+                "flow_s": round(state.flow_s, 3),
+                "potentials_s": round(state.potentials_s, 3),
+                "potential_passes": state.passes,
+                "pricing_s": round(pricing_s, 3),
+                "elapsed_s": round(time.perf_counter() - started, 3),
             }
         )
         out_of_rounds = options.max_rounds is not None and len(rounds) >= options.max_rounds
@@ -108,7 +139,7 @@ def solve_guided(
         pair_annotators = np.concatenate([pair_annotators, new_annotators])
     certified = len(new_tasks) == 0
     stats.update(
-        solve_s=time.perf_counter() - solving,
+        solve_s=round(time.perf_counter() - solving, 4),
         arcs=len(state.network.tails),
         rounds=len(rounds),
         certified=certified,
@@ -117,74 +148,171 @@ def solve_guided(
     )
     if not certified:
         stats["stopped"] = "time_limit" if out_of_time else "max_rounds"
-    shadow_prices = annotator_shadow_prices(state.network, state.distance, buckets.first, arrays.annotator_price)
+    shadow_prices = annotator_shadow_prices(
+        state.network, state.distance, state.chain.first, arrays.annotator_price
+    )
+    if prefer_quality:
+        stats["tiebreak"] = "complete graph" if certified else "restricted graph"
+        chosen_tasks, chosen_annotators = _prefer_quality(arrays, buckets, state, pair_tasks, pair_annotators)
+    else:
+        chosen_tasks, chosen_annotators = pair_tasks[chosen], pair_annotators[chosen]
     return EngineSolution(
         status="optimal" if certified else "feasible",
-        tasks=pair_tasks[chosen],
-        annotators=pair_annotators[chosen],
+        tasks=chosen_tasks,
+        annotators=chosen_annotators,
         stats=stats,
         shadow_prices=shadow_prices,
     )
 
 
-def _solve_round(
+def solve_round(
     arrays: Arrays, buckets: Buckets, objective: Objective, pair_tasks: IntArray, pair_annotators: IntArray
 ) -> RoundState | str:
-    pair_buckets = buckets.lookup(arrays, pair_tasks, pair_annotators)
-    network = build_network(arrays, buckets, objective, pair_tasks, pair_annotators, pair_buckets)
+    """Solve the flow on the given pairs (buckets merged where they cannot bind) and its potentials."""
+    started = time.perf_counter()
+    bucket_of_pair = buckets.lookup(arrays, pair_tasks, pair_annotators)
+    chain, merged = buckets.chain.merge_redundant(bucket_of_pair)
+    network = build_network(arrays, chain, objective, pair_tasks, pair_annotators, merged[bucket_of_pair])
     outcome = solve_network(network)
     if outcome.status != "optimal":
         return outcome.status
-    distance, _ = optimal_potentials(network, outcome.flows)
-    return RoundState(network=network, flows=outcome.flows, distance=distance)
+    solved = time.perf_counter()
+    distance, passes = optimal_potentials(network, outcome.flows)
+    return RoundState(
+        network=network,
+        objective=objective,
+        chain=chain,
+        bucket_of_pair=bucket_of_pair,
+        merged=merged,
+        flows=outcome.flows,
+        distance=distance,
+        flow_s=solved - started,
+        potentials_s=time.perf_counter() - solved,
+        passes=passes,
+    )
 
 
-def select_pairs(arrays: Arrays, shadow: IntArray, k: int) -> tuple[IntArray, IntArray, int]:
-    """Per task, the k eligible pairs of lowest price + shadow price; also the count of eligible pairs."""
+def _prefer_quality(
+    arrays: Arrays, buckets: Buckets, state: RoundState, pair_tasks: IntArray, pair_annotators: IntArray
+) -> tuple[IntArray, IntArray]:
+    # Pairs outside the network with reduced cost 0 belong to the optimal face too: add them as free arcs.
+    # Their buckets are those of the merged chain, on which the potentials are optimal.
+    existing = pair_keys(arrays, pair_tasks, pair_annotators)
+    zero_tasks, zero_annotators, _ = price_pairs(arrays, buckets, state, existing, include_zero=True)
+    all_tasks = np.concatenate([pair_tasks, zero_tasks])
+    all_annotators = np.concatenate([pair_annotators, zero_annotators])
+    merged_buckets = state.merged[buckets.lookup(arrays, all_tasks, all_annotators)]
+    network = build_network(arrays, state.chain, state.objective, all_tasks, all_annotators, merged_buckets)
+    old = state.network.n_pairs
+    flows = np.concatenate([state.flows[:old], np.zeros(len(zero_tasks), dtype=np.int64), state.flows[old:]])
+    final = quality_tiebreak(arrays, network, flows, state.distance, all_annotators)
+    chosen = np.flatnonzero(final[: network.n_pairs] > 0)
+    return all_tasks[chosen], all_annotators[chosen]
+
+
+def select_pairs(
+    arrays: Arrays, shadow: IntArray, k: int, rng: np.random.Generator
+) -> tuple[IntArray, IntArray, int]:
+    """Per task, ~k/2 eligible pairs of lowest price + shadow price and ~k/2 uniformly random ones.
+
+    The random half matters as much as the cheap half. When slots are short, every full annotator has
+    about the same shadow price (the value of the slot it would have to drop), so ranking alone cannot
+    tell which full annotator a task needs; a random k-out subgraph keeps enough diversity for the
+    restricted flow to place nearly as many slots as the complete graph, and the pricing rounds repair
+    the rest. Also returns the number of eligible pairs.
+    """
     key = arrays.annotator_price + shadow
+    cheap = max(1, k - k // 2)
     task_parts: list[IntArray] = []
     annotator_parts: list[IntArray] = []
     eligible = 0
     for block in iter_blocks(arrays):
         order = np.argsort(key[block.annotators], kind="stable")
         mask = block.eligible[:, order]
-        eligible += int(np.count_nonzero(mask))
+        columns = block.annotators[order]
+        degree = np.count_nonzero(mask, axis=1)
+        eligible += int(degree.sum())
         rank = np.cumsum(mask, axis=1, dtype=np.int32)
-        keep_per_task = np.maximum(k, 2 * arrays.task_need[block.tasks])
-        rows, cols = np.nonzero(mask & (rank <= keep_per_task[:, None]))
+        keep_cheap = np.maximum(cheap, arrays.task_need[block.tasks])
+        keep = rank <= keep_cheap[:, None]
+        # Bernoulli sampling: each further eligible pair with probability (k - cheap) / remaining degree.
+        remaining = np.maximum(degree - keep_cheap, 1)
+        keep |= rng.random(mask.shape, dtype=np.float32) < ((k - cheap) / remaining)[:, None]
+        rows, cols = np.nonzero(mask & keep)
         task_parts.append(block.tasks[rows])
-        annotator_parts.append(block.annotators[order][cols])
+        annotator_parts.append(columns[cols])
     if not task_parts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), 0
     return np.concatenate(task_parts), np.concatenate(annotator_parts), eligible
 
 
+def edf_guess(
+    arrays: Arrays,
+    buckets: Buckets,
+    pair_tasks: IntArray,
+    pair_annotators: IntArray,
+    rng: np.random.Generator,
+) -> IntArray:
+    """Mask of the pairs to keep so that no early deadline bucket can bind (higher priority kept first).
+
+    Per annotator, pairs are ordered by bucket (and by priority, then at random, within a bucket); a pair
+    in a bucket of EDF limit v that is not the annotator's last is kept only if fewer than v pairs come
+    before it. Then at most v kept pairs lie in buckets up to that one, so its limit cannot bind.
+    """
+    bucket_of_pair = buckets.lookup(arrays, pair_tasks, pair_annotators)
+    order = np.lexsort((rng.random(len(pair_tasks)), -arrays.task_priority[pair_tasks], bucket_of_pair))
+    sorted_buckets = bucket_of_pair[order]
+    owner = buckets.chain.owner[sorted_buckets]
+    position = np.arange(len(order)) - np.searchsorted(owner, owner)
+    keep_sorted = buckets.chain.is_last()[sorted_buckets] | (position < buckets.chain.value[sorted_buckets])
+    keep = np.zeros(len(pair_tasks), dtype=bool)
+    keep[order[keep_sorted]] = True
+    return keep
+
+
+def pair_keys(arrays: Arrays, pair_tasks: IntArray, pair_annotators: IntArray) -> IntArray:
+    """Sorted keys task x n_annotators + annotator identifying a set of pairs."""
+    return np.sort(pair_tasks * arrays.n_annotators + pair_annotators)
+
+
 def price_pairs(
-    arrays: Arrays, buckets: Buckets, network: Network, distance: IntArray
+    arrays: Arrays, buckets: Buckets, state: RoundState, existing: IntArray, *, include_zero: bool = False
 ) -> tuple[IntArray, IntArray, IntArray]:
-    """Every eligible pair with a negative reduced cost d[task] - d[bucket], with that reduced cost."""
-    task_potential = distance[network.task_node0 : network.bucket_node0]
-    bucket_potential = distance[network.bucket_node0 :]
+    """Every eligible pair outside the network (`existing`: its sorted pair keys) with a negative reduced
+    cost p[task] - p[bucket], with that reduced cost; with `include_zero`, also those of reduced cost 0.
+
+    Pairs inside the network are skipped: a full one may have a negative reduced cost (complementary
+    slackness allows it), and it is already there.
+    """
+    network = state.network
+    task_potential = state.distance[network.task_node0 : network.bucket_node0]
+    bucket_potential = state.bucket_potential()
     # A pair can only be negative if the task's potential is below its annotator's largest bucket potential:
-    # a cheap dense test that leaves very few cells for the exact bucket lookup.
+    # a cheap dense test that leaves few cells for the exact bucket lookup.
     best_bucket = np.full(arrays.n_annotators, INT64_MIN, dtype=np.int64)
-    np.maximum.at(best_bucket, buckets.owner, bucket_potential)
+    np.maximum.at(best_bucket, buckets.chain.owner, bucket_potential)
     task_parts: list[IntArray] = []
     annotator_parts: list[IntArray] = []
     reduced_parts: list[IntArray] = []
     for block in iter_blocks(arrays):
-        below = task_potential[block.tasks][:, None] < best_bucket[block.annotators][None, :]
+        task_side = task_potential[block.tasks][:, None]
+        best_side = best_bucket[block.annotators][None, :]
+        below = task_side <= best_side if include_zero else task_side < best_side
         rows, cols = np.nonzero(block.eligible & below)
         if len(rows) == 0:
             continue
         tasks = block.tasks[rows]
         annotators = block.annotators[cols]
         reduced = task_potential[tasks] - bucket_potential[buckets.lookup(arrays, tasks, annotators)]
-        negative = reduced < 0
-        task_parts.append(tasks[negative])
-        annotator_parts.append(annotators[negative])
-        reduced_parts.append(reduced[negative])
+        wanted = reduced <= 0 if include_zero else reduced < 0
+        keys = tasks * arrays.n_annotators + annotators
+        if len(existing):
+            position = np.minimum(np.searchsorted(existing, keys), len(existing) - 1)
+            wanted &= existing[position] != keys
+        task_parts.append(tasks[wanted])
+        annotator_parts.append(annotators[wanted])
+        reduced_parts.append(reduced[wanted])
     if not task_parts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), empty.copy()
@@ -192,13 +320,13 @@ def price_pairs(
 
 
 def estimate_shadow_prices(arrays: Arrays, options: GuidedOptions) -> IntArray:
-    """Shadow prices from an exact solve of a random sample of tasks against proportionally scaled capacities."""
+    """Shadow prices from a solve of a random sample of tasks against proportionally scaled capacities."""
     cells = arrays.block_cells()
     if cells <= options.sample_cells or arrays.n_tasks == 0:
         # Small enough that pricing rounds are cheap: start from prices alone.
         return np.zeros(arrays.n_annotators, dtype=np.int64)
     share = options.sample_cells / cells
-    rng = np.random.default_rng(options.seed)
+    rng = np.random.default_rng(options.seed + 1)
     sample_tasks = np.flatnonzero(rng.random(arrays.n_tasks) < share)
     everyone = np.arange(arrays.n_annotators, dtype=np.int64)
     sample = subset_arrays(arrays, sample_tasks, everyone)
@@ -206,9 +334,11 @@ def estimate_shadow_prices(arrays: Arrays, options: GuidedOptions) -> IntArray:
     scaled = np.floor(arrays.annotator_capacity * share + rng.random(arrays.n_annotators)).astype(np.int64)
     sample = replace(sample, annotator_capacity=scaled)
     buckets = build_buckets(sample)
-    objective = exact_objective(sample)
-    pair_tasks, pair_annotators, _ = select_pairs(sample, np.zeros(sample.n_annotators, dtype=np.int64), 2**30)
-    state = _solve_round(sample, buckets, objective, pair_tasks, pair_annotators)
+    pair_tasks, pair_annotators, _ = select_pairs(
+        sample, np.zeros(sample.n_annotators, dtype=np.int64), 2**30, rng
+    )
+    keep = edf_guess(sample, buckets, pair_tasks, pair_annotators, rng)
+    state = solve_round(sample, buckets, exact_objective(sample), pair_tasks[keep], pair_annotators[keep])
     if isinstance(state, str):
         return np.zeros(arrays.n_annotators, dtype=np.int64)
-    return annotator_shadow_prices(state.network, state.distance, buckets.first, sample.annotator_price)
+    return annotator_shadow_prices(state.network, state.distance, state.chain.first, sample.annotator_price)

@@ -206,7 +206,9 @@ def validate_instance(instance: Instance) -> None:
             raise InstanceError(path, f"expected a Task, got {_json_name(task)}")
         validate_task(path, task)
         if task.id in first_task:
-            raise InstanceError(f"{path}.id", f"duplicate id {task.id!r} (first at tasks[{first_task[task.id]}])")
+            raise InstanceError(
+                f"{path}.id", f"duplicate id {task.id!r} (first at tasks[{first_task[task.id]}])"
+            )
         first_task[task.id] = index
     first_annotator: dict[str, int] = {}
     for index, annotator in enumerate(instance.annotators):
@@ -295,7 +297,8 @@ def instance_from_json(data: object) -> Instance:
         if name not in top:
             raise InstanceError(name, "missing")
     tasks = tuple(
-        _task_from_json(f"tasks[{index}]", raw) for index, raw in enumerate(_require_list("tasks", top["tasks"]))
+        _task_from_json(f"tasks[{index}]", raw)
+        for index, raw in enumerate(_require_list("tasks", top["tasks"]))
     )
     annotators = tuple(
         _annotator_from_json(f"annotators[{index}]", raw)

@@ -1,9 +1,9 @@
 """Node potentials (the dual) of an optimal flow, derived from its residual graph, and their check.
 
 OR-Tools' Python SimpleMinCostFlow returns flows but not potentials, so they are rebuilt here. A flow is
-optimal exactly when its residual graph has no negative cycle; then the shortest-path distances `d` from
-a virtual root (an arc of cost 0 to every node) satisfy d[head] <= d[tail] + cost on every residual arc,
-i.e. every residual arc has a non-negative reduced cost: they are optimal potentials.
+optimal exactly when its residual graph has no negative cycle; then shortest-path distances exist, and
+p = -(distance to the sink) satisfies cost + p[tail] - p[head] >= 0 on every residual arc: every residual
+arc has a non-negative reduced cost, so p is an optimal dual.
 
 The distances are computed on costs shifted by a node potential `shift` (network.shift: -M x priority on
 task nodes, -price on bucket nodes) that makes every task <-> bucket arc cost exactly 0. Only the arcs
@@ -61,15 +61,26 @@ class NegativeCycleError(RuntimeError):
     """The residual graph has a negative cycle: the flow was not optimal (an engine bug)."""
 
 
-def shortest_path_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray, int]:
-    """Distances from a virtual root over the residual arcs (label-correcting); also the pass count."""
-    order = np.argsort(residual.tails, kind="stable")
+def sink_distance_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray, int]:
+    """Potentials -dist(v -> sink) over the residual arcs (label-correcting); also the pass count.
+
+    dist(v) is the cheapest way to push one more unit from v to the sink: 0 for an annotator with room,
+    the cheapest reassignment or displacement for a full one. These are the informative "shadow prices"
+    (a virtual-root distance would be valid too, but it is flat: almost every pair would price at 0).
+    A node that cannot reach the sink gets dist = `unreachable` (an arc of that cost to a virtual sink),
+    which keeps every distance finite and the potentials valid.
+    """
+    span = int(np.abs(residual.costs).max(initial=0)) + 1
+    unreachable = min(span * (n_nodes + 1), 2**60)
+    # Relax over the reversed arcs: dist(tail) <- cost + dist(head). Group arcs by head.
+    order = np.argsort(residual.heads, kind="stable")
     tails = residual.tails[order]
     heads = residual.heads[order]
     costs = residual.costs[order]
     indptr = np.zeros(n_nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(tails, minlength=n_nodes), out=indptr[1:])
-    distance = np.zeros(n_nodes, dtype=np.int64)
+    np.cumsum(np.bincount(heads, minlength=n_nodes), out=indptr[1:])
+    distance = np.full(n_nodes, unreachable, dtype=np.int64)
+    distance[SINK] = 0
     frontier = np.flatnonzero(np.diff(indptr) > 0)
     passes = 0
     while len(frontier):
@@ -81,15 +92,15 @@ def shortest_path_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray
         total = int(lengths.sum())
         # Arc positions of every frontier node, concatenated: starts repeated plus a running offset.
         positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-        candidate = distance[tails[positions]] + costs[positions]
-        targets = heads[positions]
+        candidate = distance[heads[positions]] + costs[positions]
+        targets = tails[positions]
         better = candidate < distance[targets]
         if not better.any():
             break
         targets = targets[better]
         np.minimum.at(distance, targets, candidate[better])
         frontier = np.unique(targets)
-    return distance, passes
+    return -distance, passes
 
 
 def check_potentials(residual: Residual, distance: IntArray) -> int:
@@ -101,7 +112,7 @@ def check_potentials(residual: Residual, distance: IntArray) -> int:
 def optimal_potentials(network: Network, flows: IntArray) -> tuple[IntArray, int]:
     """Verified optimal potentials (shifted) of a flow; raise NegativeCycleError if there are none."""
     residual = residual_arcs(network, flows)
-    distance, passes = shortest_path_potentials(network.n_nodes, residual)
+    distance, passes = sink_distance_potentials(network.n_nodes, residual)
     bad = check_potentials(residual, distance)
     if bad:
         raise NegativeCycleError(f"{bad} residual arcs keep a negative reduced cost")

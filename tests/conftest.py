@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 from alembic import command
+from argon2 import PasswordHasher
 from alembic.config import Config
 from flask import Flask
 from flask.testing import FlaskClient
@@ -25,11 +26,14 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from marketplace.accounts.security import set_password_hasher
 from marketplace.app import create_app
 from marketplace.db import Base, build_engine
 from payments.db import PaymentsBase
 
 ROOT = Path(__file__).resolve().parent.parent
+# argon2 at its production cost takes ~50 ms a hash; the suite creates thousands of users.
+set_password_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 RUN_ID = uuid.uuid4().hex[:10]
 
 

@@ -76,13 +76,15 @@ def issue_token(session: Session, *, user: User, name: str = "api") -> tuple[Api
 
 
 def user_for_token(session: Session, *, secret: str) -> User | None:
-    """The active user owning an unrevoked token, or None."""
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
-    if token is None or token.revoked_at is not None:
+    """The active user owning an unrevoked token, or None (one query: this runs on every API request)."""
+    row = session.execute(
+        select(User, ApiToken)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None), User.is_active.is_(True))
+    ).first()
+    if row is None:
         return None
-    user = session.get(User, token.user_id)
-    if user is None or not user.is_active:
-        return None
+    user, token = row
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
         token.last_used_at = now

@@ -31,7 +31,7 @@ from marketplace.db import utcnow
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.projects.models import Project
 from marketplace.work.models import Assignment, Label, ReviewState
-from payments import ledger
+from payments import ledger, payouts
 from payments.errors import CurrencyMismatch, HoldAlreadyResolved, HoldNotFound, InvalidAmount
 from payments.models import Account, LedgerEntry, LedgerTransaction, TransactionStatus
 from payments.money import Money, fee_for
@@ -45,8 +45,9 @@ FUNDING_SOURCES = {"stripe": STRIPE_FUNDING_ACCOUNT, "local": LOCAL_FUNDING_ACCO
 #: transaction kinds written by billing (a hold's posting and voiding inherit the hold's kind)
 KIND_FUNDING = "funding"
 KIND_LABEL_PAYMENT = "label_payment"
-#: the kind the payouts flow uses for its holds on payable accounts (and so for their postings)
-KIND_PAYOUT = "payout"
+#: the kinds the payouts flow writes on payable accounts: its holds (and so their postings), and reversals
+KIND_PAYOUT = payouts.KIND_PAYOUT
+KIND_PAYOUT_REVERSAL = payouts.KIND_PAYOUT_REVERSAL
 
 #: what `affordable_slots` answers when labels cost nothing: "no budget limit", as a plain int for routing
 UNLIMITED_SLOTS = 2**31 - 1
@@ -131,6 +132,8 @@ def hold_for_assignment(session: Session, *, assignment: Assignment) -> LedgerTr
         )
     if not sa_inspect(assignment).has_identity:
         session.flush()  # generate assignment.id: the hold is keyed by it
+        if assignment.id is None:
+            raise ValueError("add the assignment to the session before holding its budget")
     currency = project.currency
     price = Money(assignment.price_minor, currency)
     fee = Money(assignment.fee_minor, currency)
@@ -188,7 +191,7 @@ def pay_for_label(session: Session, *, assignment: Assignment, label_id: int) ->
     hold = session.get(LedgerTransaction, hold_id)
     assert hold is not None
     assert resolution is not None
-    legs = ledger.hold_legs(session, hold)
+    legs = ledger.hold_legs(session, hold=hold)
     if not legs:
         return resolution  # a free label: there is nothing to pay
     return ledger.post_transaction(
@@ -355,7 +358,7 @@ class Earnings:
     accepted: Money
     #: price of rejected labels (not earned)
     rejected: Money
-    #: sent to the annotator's bank account by confirmed payouts
+    #: sent to the annotator's connected account by confirmed payouts, less reversed transfers
     paid_out: Money
     #: in payouts requested and not yet confirmed (all time)
     payout_pending: Money
@@ -424,19 +427,19 @@ def annotator_earnings(
                 .group_by(LedgerTransaction.reference)
             ):
                 earned[int(reference.split(":", 1)[1])] = int(total)
-        for created_at, amount in session.execute(
-            select(LedgerTransaction.created_at, LedgerEntry.amount_minor)
+        # Paid out: confirmed payouts debit the payable; a reversed transfer credits it back (net of both).
+        for created_at, direction, amount in session.execute(
+            select(LedgerTransaction.created_at, LedgerEntry.direction, LedgerEntry.amount_minor)
             .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
             .where(
                 LedgerEntry.account_id == payable.id,
-                LedgerEntry.direction == "debit",
-                LedgerTransaction.kind == KIND_PAYOUT,
+                LedgerTransaction.kind.in_([KIND_PAYOUT, KIND_PAYOUT_REVERSAL]),
                 LedgerTransaction.status == TransactionStatus.POSTED.value,
                 LedgerTransaction.created_at >= since,
                 LedgerTransaction.created_at < until,
             )
         ):
-            paid_by_day[created_at.date()] += int(amount)
+            paid_by_day[created_at.date()] += int(amount) if direction == "debit" else -int(amount)
         balance = ledger.balance(session, account_code=payable_code, currency=currency)
         payable_now, payout_pending = balance.available, balance.pending_debits
 

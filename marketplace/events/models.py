@@ -13,6 +13,8 @@ from marketplace.db import Base, JSONType, intpk, timestamp
 
 
 class DeliveryState(enum.StrEnum):
+    """Where a webhook delivery stands."""
+
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"

@@ -31,7 +31,7 @@ from marketplace.projects.models import Project
 #: every event type, with what its `data` carries
 EVENT_TYPES: dict[str, str] = {
     "assignment.leased": "assignment_id, task_id, annotator_id, price, lease_expires_at",
-    "assignment.released": "assignment_id, task_id, annotator_id, reason",
+    "assignment.released": "assignment_id, task_id, annotator_id",
     "assignment.expired": "assignment_id, task_id, annotator_id",
     "assignment.submitted": "assignment_id, task_id, annotator_id, label_id",
     "label.accepted": "label_id, task_id, annotator_id, value, source, paid",
@@ -109,7 +109,9 @@ def _bump_stream(session: Session, stream: int, count: int) -> int:
         return int(last)
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(EventStream).values(stream=stream, last_seq=0).on_conflict_do_nothing(index_elements=["stream"])
+        insert(EventStream)
+        .values(stream=stream, last_seq=0)
+        .on_conflict_do_nothing(index_elements=["stream"])
     )
     return int(session.execute(stmt).scalar_one())
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from marketplace.accounts.auth import current_annotator
 from marketplace.api import Api, StrictInteger, money_dict
-from marketplace.db import get_session, utcnow
+from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput
 from marketplace.projects.models import Project, Task
 from marketplace.quality.policy import review_submitted_label
@@ -74,6 +74,7 @@ def label_dict(label: Label) -> dict[str, Any]:
 class NextWork(MethodView):
     @blp.arguments(NextRequest, required=False)
     @blp.response(200)
+    @retry_transaction
     def post(self, body: dict[str, Any] | None) -> dict[str, Any]:
         """Lease the next item the routing plan chose for you (or a spot match); `assignment` is null when there is none."""
         session = get_session()
@@ -98,6 +99,7 @@ class Submit(MethodView):
     @blp.arguments(SubmitRequest)
     @blp.response(200)
     @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}, "required": False}])
+    @retry_transaction
     def post(self, body: dict[str, Any], assignment_id: int) -> dict[str, Any]:
         """Submit the label of a live lease; a retry with the same Idempotency-Key returns the first result."""
         session = get_session()
@@ -118,6 +120,7 @@ class Submit(MethodView):
 @blp.route("/assignments/<int:assignment_id>/release")
 class Release(MethodView):
     @blp.response(200)
+    @retry_transaction
     def post(self, assignment_id: int) -> dict[str, Any]:
         """Hand the item back to the pool (voids the budget hold)."""
         session = get_session()
@@ -128,6 +131,7 @@ class Release(MethodView):
 @blp.route("/assignments/<int:assignment_id>/heartbeat")
 class Heartbeat(MethodView):
     @blp.response(200)
+    @retry_transaction
     def post(self, assignment_id: int) -> dict[str, Any]:
         """Still working: extend the lease (up to its cap)."""
         session = get_session()

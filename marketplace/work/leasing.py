@@ -36,6 +36,8 @@ from payments.money import Money, fee_for
 LEASE_CAP_FACTOR = 3
 #: how many planned offers one request looks at before falling back to a spot match
 OFFERS_PER_REQUEST = 25
+#: "seen recently" (what the planner asks) needs minutes, not every request: write it at most this often
+SEEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
 NO_WORK_MESSAGES = {
     "account_paused": "Your account is paused; set your status to active to get work.",
@@ -222,7 +224,8 @@ def lease_next_assignment(
     project_id: int | None = None,
 ) -> LeaseOutcome:
     """The annotator's next assignment: the best still-valid planned offer, else a spot match by the same rules."""
-    annotator.last_seen_at = now
+    if annotator.last_seen_at is None or now - annotator.last_seen_at > SEEN_TOUCH_INTERVAL:
+        annotator.last_seen_at = now
     if annotator.status != AnnotatorStatus.ACTIVE:
         return LeaseOutcome(None, "account_paused")
     if live_lease_count(session, annotator.id) >= annotator.capacity:

@@ -458,18 +458,30 @@ def verify_webhook(
 ) -> WebhookEvent:
     """The event in `payload` if its `Stripe-Signature` verifies and its timestamp is within the tolerance.
 
+    `secret` may list several secrets separated by commas: the platform's endpoint and its Connect endpoint
+    sign with different secrets, and a rolled secret overlaps its successor for a while.
+
     stripe-python checks the HMAC over the raw body and refuses old timestamps; it accepts any future one, so
     a validly signed request stamped ahead of our clock would pass: those are refused here too.
     """
-    if not secret:
+    secrets = [s.strip() for s in secret.split(",") if s.strip()]
+    if not secrets:
         raise WebhookSignatureError("no webhook secret is configured")
+    refusal: stripe.SignatureVerificationError | None = None
     try:
-        stripe.WebhookSignature.verify_header(payload, signature_header, secret, tolerance_seconds)
+        for candidate in secrets:
+            try:
+                stripe.WebhookSignature.verify_header(payload, signature_header, candidate, tolerance_seconds)
+            except stripe.SignatureVerificationError as exc:
+                refusal = exc
+                continue
+            refusal = None
+            break
         timestamp, _ = _signature_parts(signature_header or "")
-    except stripe.SignatureVerificationError as exc:
-        raise WebhookSignatureError(str(exc)) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookSignatureError("the Stripe-Signature header or the body is malformed") from exc
+    if refusal is not None:
+        raise WebhookSignatureError(str(refusal)) from refusal
     current = (now or datetime.now(UTC)).timestamp()
     if abs(current - timestamp) > tolerance_seconds:
         raise WebhookSignatureError(

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from marketplace.db import build_engine
 from payments import ledger, payouts
 from payments.db import utcnow
 from payments.gateways.base import PayoutGateway
@@ -70,9 +71,17 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def scope(engine: Engine) -> SessionScope:
+def app_engine(database_url: str) -> Iterator[Engine]:
+    """An engine configured as the app's (on SQLite: BEGIN IMMEDIATE, so SAVEPOINTs nest as they should)."""
+    eng = build_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def scope(app_engine: Engine) -> SessionScope:
     """A session factory committing on a clean exit: what `unit_of_work` is to the app."""
-    factory = sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(app_engine, expire_on_commit=False)
 
     @contextmanager
     def unit() -> Iterator[Session]:

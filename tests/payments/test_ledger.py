@@ -26,7 +26,7 @@ from payments.errors import (
     UnbalancedTransaction,
 )
 from payments.ledger import Leg, credit, debit
-from payments.models import AccountBalance, LedgerTransaction
+from payments.models import LedgerTransaction
 from payments.money import Money
 
 BUDGET, PAYABLE, FEES, FUNDING, CLEARING = (
@@ -185,7 +185,9 @@ def test_hold_counts_against_available_then_posts(books: Session) -> None:
     posted = ledger.post_hold(books, hold_id=hold.id, idempotency_key="label:1:accept")
     assert ledger.post_hold(books, hold_id=hold.id, idempotency_key="label:1:accept").id == posted.id
     books.commit()
-    assert posted.resolves_hold_id == hold.id and posted.status == "posted" and posted.kind == "label_payment"
+    assert posted.resolves_hold_id == hold.id
+    assert posted.status == "posted"
+    assert posted.kind == "label_payment"
     budget = ledger.balance(books, account_code=BUDGET, currency="EUR")
     assert (budget.posted, budget.pending_debits, budget.available) == (eur(400), eur(0), eur(400))
     assert ledger.balance(books, account_code=PAYABLE, currency="EUR").available == eur(500)
@@ -259,7 +261,8 @@ def test_expire_holds(books: Session) -> None:
     assert ledger.expire_holds(books, now=now) == 0
     books.commit()
     resolution = ledger.hold_resolution(books, hold_id=past.id)
-    assert resolution is not None and resolution.status == "expired"
+    assert resolution is not None
+    assert resolution.status == "expired"
     assert ledger.hold_resolution(books, hold_id=future.id) is None
     assert ledger.hold_resolution(books, hold_id=forever.id) is None
     assert ledger.balance(books, account_code=BUDGET, currency="EUR").available == eur(800)
@@ -274,7 +277,8 @@ def test_empty_hold_is_allowed(books: Session) -> None:
     hold = ledger.place_hold(books, idempotency_key="free", kind="label_payment", reference="a:1", legs=[])
     posted = ledger.post_hold(books, hold_id=hold.id)
     books.commit()
-    assert posted.entries == [] and posted.idempotency_key == f"hold:{hold.id}:post"
+    assert posted.entries == []
+    assert posted.idempotency_key == f"hold:{hold.id}:post"
 
 
 def test_balance_of_unknown_account(books: Session) -> None:
@@ -416,10 +420,14 @@ def test_ledger_cli(books: Session, database_url: str) -> None:
         shown = runner.invoke(group, ["ledger", "balance", BUDGET, "eur"])
         missing = runner.invoke(group, ["ledger", "balance", "project:404:budget", "EUR"])
     assert checked.exit_code == 0, checked.output
-    assert shown.exit_code == 0 and "posted €12.34" in shown.output and "available €12.34" in shown.output
-    assert missing.exit_code == 1 and "no account" in missing.output
+    assert shown.exit_code == 0
+    assert "posted €12.34" in shown.output
+    assert "available €12.34" in shown.output
+    assert missing.exit_code == 1
+    assert "no account" in missing.output
     books.execute(text("UPDATE ledger_balances SET posted_minor = 1"))
     books.commit()
     with app.app_context():
         broken = runner.invoke(group, ["ledger", "check"])
-    assert broken.exit_code == 1 and "cached balance" in broken.output
+    assert broken.exit_code == 1
+    assert "cached balance" in broken.output

@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 from payments import ledger
 from payments.errors import HoldAlreadyResolved, InsufficientFunds, UnbalancedTransaction
 from payments.ledger import Leg
-from payments.models import LedgerTransaction
 from payments.money import Money
 
 _run = itertools.count(1)
@@ -37,7 +36,7 @@ _key = itertools.count(1)
 
 #: property tests share one database per test function; each example works in accounts of its own
 FIXTURE_SETTINGS = settings(
-    max_examples=30,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -126,7 +125,7 @@ def test_postgresql_refuses_unbalanced_entries_written_behind_the_service(
             conn.execute(
                 text(
                     "INSERT INTO ledger_entries (transaction_id, account_id, currency, direction, amount_minor) "
-                    "SELECT :tx, id, :currency, :direction, :amount FROM ledger_accounts "
+                    "SELECT :tx, id, currency, :direction, :amount FROM ledger_accounts "
                     "WHERE code = :code AND currency = :currency"
                 ),
                 {"tx": tx_id, "currency": currency, "direction": direction, "amount": amount, "code": code},
@@ -146,6 +145,7 @@ def test_postgresql_refuses_unbalanced_entries_written_behind_the_service(
 # --- the state machine --------------------------------------------------------------------------------------
 
 EPOCH = datetime(2031, 1, 1, tzinfo=UTC)
+LEDGER_TABLES = ("ledger_accounts", "ledger_balances", "ledger_transactions", "ledger_entries")
 NORMAL = {"asset": "debit", "liability": "credit", "revenue": "credit"}
 
 
@@ -161,8 +161,13 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         n = next(_run)
         self.session = Session(self.engine, expire_on_commit=False)
-        # Holds left by earlier examples would otherwise be expired by this run's clock and spoil its counts.
-        ledger.expire_holds(self.session, now=datetime(9999, 1, 1, tzinfo=UTC), limit=100_000)
+        # Each example starts from empty books, so that examples are independent (and replayable when one fails)
+        # and the global checks stay cheap. TRUNCATE is the one change PostgreSQL's append-only triggers allow.
+        if self.engine.dialect.name == "postgresql":
+            self.session.execute(text(f"TRUNCATE {', '.join(LEDGER_TABLES)} CASCADE"))
+        else:
+            for table in reversed(LEDGER_TABLES):
+                self.session.execute(text(f"DELETE FROM {table}"))  # noqa: S608  (constant table names)
         self.now = EPOCH
         self.currencies = ["EUR", "JPY"]
         self.kinds: dict[tuple[str, str], str] = {}
@@ -390,12 +395,14 @@ class LedgerMachine(RuleBasedStateMachine):
         if not confirmed:
             self._void(hold_id)
             return
-        if hold["status"] != "pending":
+        if hold["status"] == "posted":  # a repeated confirmation: the same (default) key returns the first
+            assert ledger.post_hold(self.session, hold_id=hold_id).id == hold["posting"]
+            event("payout: confirmed again")
+        elif hold["status"] != "pending":
             with pytest.raises(HoldAlreadyResolved):
                 ledger.post_hold(self.session, hold_id=hold_id)
         else:
-            ledger.post_hold(self.session, hold_id=hold_id)
-            hold["status"] = "posted"
+            hold.update(status="posted", posting=ledger.post_hold(self.session, hold_id=hold_id).id)
             self._post_model(hold["legs"])
             event("payout: confirmed")
         self.session.commit()
@@ -446,17 +453,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def ledger_is_consistent(self) -> None:
+        # sums to zero per currency, each transaction balanced, each hold resolved at most once and never beyond
+        # what it reserved, cached balances equal to their entries, no no-overdraft account below zero
         assert ledger.check_integrity(self.session) == []
-        resolutions = self.session.scalars(
-            text("SELECT count(*) FROM ledger_transactions WHERE resolves_hold_id IS NOT NULL")
-        ).one()
-        assert (
-            resolutions
-            == self.session.query(LedgerTransaction.resolves_hold_id)
-            .distinct()
-            .filter(LedgerTransaction.resolves_hold_id.is_not(None))
-            .count()
-        )
 
 
 def test_ledger_state_machine(engine: Engine) -> None:
@@ -464,7 +463,7 @@ def test_ledger_state_machine(engine: Engine) -> None:
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=20,
+            max_examples=10,
             stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -47,11 +47,11 @@ def test_refuses_unknown_currencies(bad: object) -> None:
 def test_refuses_mixed_currencies() -> None:
     eur, usd = Money(100, "EUR"), Money(100, "USD")
     with pytest.raises(CurrencyMismatch):
-        eur + usd  # noqa: B018
+        _ = eur + usd
     with pytest.raises(CurrencyMismatch):
-        eur - usd  # noqa: B018
+        _ = eur - usd
     with pytest.raises(CurrencyMismatch):
-        eur < usd  # noqa: B018
+        _ = eur < usd
     with pytest.raises(CurrencyMismatch):
         Money.total([eur, usd], "EUR")
     with pytest.raises(CurrencyMismatch):
@@ -63,15 +63,15 @@ def test_refuses_mixed_currencies() -> None:
 def test_refuses_arithmetic_with_bare_numbers(other: object) -> None:
     eur = Money(100, "EUR")
     with pytest.raises(TypeError):
-        eur + other  # noqa: B018
+        _ = eur + other
     with pytest.raises(TypeError):
-        eur < other  # noqa: B018
+        _ = eur < other
     with pytest.raises(TypeError):
         sum([eur])  # an int start would silently lose the currency
     with pytest.raises(InvalidAmount):
-        eur * 1.5  # noqa: B018
+        _ = eur * 1.5
     with pytest.raises(InvalidAmount):
-        eur * True  # noqa: B018
+        _ = eur * True
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,9 @@ def _ready_account(gateway: StripeGateway, fake: FakeStripe, reference: str = "a
     return account.id
 
 
-def _transfer(gateway: StripeGateway, destination: str, payout_id: int, amount: int = 1500, **overrides: object):
+def _transfer(
+    gateway: StripeGateway, destination: str, payout_id: int, amount: int = 1500, **overrides: object
+):
     params: dict[str, object] = {
         "amount": Money(amount, "EUR"),
         "destination": destination,
@@ -304,20 +306,26 @@ def test_connected_account_onboarding(stripe_gateway: StripeGateway, fake_stripe
         reference="annotator:9", country="NL", currency="EUR", email="a@example.test"
     )
     link = stripe_gateway.create_onboarding_link(
-        account_id=account.id, refresh_url="https://labelforce.test/r", return_url="https://labelforce.test/done"
+        account_id=account.id,
+        refresh_url="https://labelforce.test/r",
+        return_url="https://labelforce.test/done",
     )
 
     assert again.id == account.id  # our key per payee: a retried signup does not open a second account
     assert (account.country, account.currency, account.payouts_enabled) == ("NL", "EUR", False)
     assert link.url.startswith("https://connect.stripe.com/")
     assert link.expires_at > datetime.now(UTC)
-    created = [r for r in fake_stripe.requests if (r.method, r.path) == ("POST", "/v1/accounts")][0]
+    created = next(r for r in fake_stripe.requests if (r.method, r.path) == ("POST", "/v1/accounts"))
     assert created.params["controller"]["stripe_dashboard"] == {"type": "express"}
     assert created.params["capabilities"] == {"transfers": {"requested": "true"}}
 
     fake_stripe.enable_account(account.id)
     enabled = stripe_gateway.retrieve_account(account.id)
-    assert (enabled.payouts_enabled, enabled.transfers_enabled, enabled.details_submitted) == (True, True, True)
+    assert (enabled.payouts_enabled, enabled.transfers_enabled, enabled.details_submitted) == (
+        True,
+        True,
+        True,
+    )
 
 
 def test_funding_is_a_payment_intent_whose_balance_transaction_shows_the_fee(

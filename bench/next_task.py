@@ -1,0 +1,264 @@
+"""Next-task benchmark: latency of `next` and `submit` through the real app on PostgreSQL + Redis, for a 1k-item
+and a 1M-item project, and next+submit pairs per second through gunicorn.
+
+    .venv/bin/python bench/next_task.py [--pg URL] [--redis URL] [--pairs 2000] [--large 1000000] [--seconds 20]
+
+It creates a database of its own on the PostgreSQL server, migrates it, fills it, measures and drops it. Progress
+goes to stderr, the Markdown table to stdout. It is a benchmark, not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from marketplace.accounts import services as accounts  # noqa: E402
+from marketplace.annotators import services as annotators  # noqa: E402
+from marketplace.app import create_app  # noqa: E402
+from marketplace.billing.services import fund_project  # noqa: E402
+from marketplace.db import unit_of_work, utcnow  # noqa: E402
+from marketplace.projects.services import create_project  # noqa: E402
+from payments.money import Money  # noqa: E402
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def create_database(server_url: str) -> tuple[str, str]:
+    name = f"labelforce_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, Any]:
+    """Projects of the given sizes (items inserted with one INSERT ... SELECT each) and annotators with tokens."""
+    out: dict[str, Any] = {"projects": {}, "tokens": []}
+    with unit_of_work(app) as session:
+        org = accounts.create_organisation(session, name="Bench", slug="bench")
+        manager = accounts.create_user(session, email="m@bench.test", name="M", password="bench-password")
+        accounts.add_membership(session, user=manager, organisation=org, role="manager")
+        annotators.create_skill(session, name="bench")
+        for label, size in sizes.items():
+            project = create_project(
+                session,
+                organisation_id=org.id,
+                created_by_id=manager.id,
+                fields={
+                    "name": f"{label} items",
+                    "label_schema": {"type": "single_choice", "choices": ["a", "b", "c"]},
+                    "skill": "bench",
+                    "pay_per_label_minor": 100,
+                    "currency": "EUR",
+                    "labels_per_item": 3,
+                    "review_policy": "manual",
+                    "deadline": utcnow() + timedelta(days=30),
+                    "status": "active",
+                },
+            )
+            say(f"inserting {size:,} items into project {label}")
+            session.execute(
+                text(
+                    "INSERT INTO tasks (project_id, external_id, payload, priority, is_gold, status, labels_needed,"
+                    " labels_accepted, labels_in_progress, created_at) SELECT :p, 'item-' || g,"
+                    " jsonb_build_object('n', g), 0, false, 'open', 3, 0, 0, now() FROM generate_series(1, :n) g"
+                ),
+                {"p": project.id, "n": size},
+            )
+            fund_project(session, project=project, amount=Money(10**12, "EUR"), idempotency_key=f"bench-{label}")
+            out["projects"][label] = project.id
+        for i in range(annotator_count):
+            user = accounts.create_user(session, email=f"a{i}@bench.test", name=f"A{i}", password="bench-password")
+            annotators.create_profile(
+                session, user=user, display_name=f"A{i}", price_minor=50, currency="EUR", capacity=5,
+                labels_per_hour=120.0, skills={"bench": 3},
+            )
+            out["tokens"].append(accounts.issue_token(session, user=user, name="bench")[1])
+    with unit_of_work(app) as session:
+        session.execute(text("ANALYZE"))
+    return out
+
+
+def measure_latency(app: Any, token: str, project_id: int, pairs: int, warmup: int) -> dict[str, float]:
+    """next and submit latencies (ms) of one annotator looping next → submit in-process."""
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    nexts: list[float] = []
+    submits: list[float] = []
+    for i in range(warmup + pairs):
+        started = time.perf_counter()
+        response = client.post("/api/v1/work/next", json={"project_id": project_id}, headers=headers)
+        took_next = time.perf_counter() - started
+        body = response.get_json()
+        assignment = body["assignment"]
+        if assignment is None:
+            raise SystemExit(f"no work after {i} pairs: {body}")
+        started = time.perf_counter()
+        submitted = client.post(
+            f"/api/v1/assignments/{assignment['id']}/submit",
+            json={"value": "a"},
+            headers={**headers, "Idempotency-Key": f"k{i}"},
+        )
+        took_submit = time.perf_counter() - started
+        if submitted.status_code != 200:
+            raise SystemExit(f"submit failed: {submitted.get_json()}")
+        if i >= warmup:
+            nexts.append(took_next * 1000)
+            submits.append(took_submit * 1000)
+    return {
+        "next_p50": statistics.median(nexts),
+        "next_p99": percentile(nexts, 0.99),
+        "submit_p50": statistics.median(submits),
+        "submit_p99": percentile(submits, 0.99),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure_throughput(env: dict[str, str], tokens: list[str], project_id: int, seconds: float, workers: int) -> dict[str, float]:
+    """next+submit pairs per second through gunicorn, with one client thread per annotator."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        stop = time.monotonic() + seconds
+        counts = [0] * len(tokens)
+        errors = [0] * len(tokens)
+
+        def loop(index: int, token: str) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            n = 0
+            while time.monotonic() < stop:
+                conn.request("POST", "/api/v1/work/next", body=json.dumps({"project_id": project_id}), headers=headers)
+                body = json.loads(conn.getresponse().read())
+                assignment = body.get("assignment")
+                if not assignment:
+                    errors[index] += 1
+                    continue
+                n += 1
+                conn.request(
+                    "POST", f"/api/v1/assignments/{assignment['id']}/submit", body=json.dumps({"value": "b"}),
+                    headers={**headers, "Idempotency-Key": f"t{index}-{n}"},
+                )
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    counts[index] += 1
+                else:
+                    errors[index] += 1
+            conn.close()
+
+        threads = [threading.Thread(target=loop, args=(i, t)) for i, t in enumerate(tokens)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        return {"pairs_per_s": sum(counts) / elapsed, "pairs": sum(counts), "errors": sum(errors), "seconds": elapsed}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pg", default=os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+    name, url = create_database(args.pg)
+    prefix = f"lf:bench:{uuid.uuid4().hex[:8]}:"
+    try:
+        say(f"migrating {name}")
+        cfg = Config(str(ROOT / "alembic.ini"))
+        cfg.attributes["database_url"] = url
+        cfg.attributes["skip_logging"] = True
+        command.upgrade(cfg, "head")
+        config = {"DATABASE_URL": url, "REDIS_URL": args.redis, "REDIS_PREFIX": prefix, "RATELIMIT_ENABLED": False,
+                  "SECRET_KEY": "bench"}
+        app = create_app(config)
+        data = seed(app, sizes={"1k": 1000, "1M": args.large}, annotator_count=args.clients + 2)
+        rows = []
+        for label in ("1k", "1M"):
+            say(f"latency on the {label}-item project: {args.warmup} warm-up + {args.pairs} next/submit pairs")
+            token = data["tokens"][0] if label == "1k" else data["tokens"][1]
+            rows.append((label, measure_latency(app, token, data["projects"][label], args.pairs, args.warmup)))
+        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": args.redis, "REDIS_PREFIX": prefix,
+               "SECRET_KEY": "bench", "RATELIMIT_ENABLED": "false"}
+        say(f"throughput: gunicorn -w {args.workers}, {args.clients} client threads, {args.seconds:.0f} s")
+        throughput = measure_throughput(env, data["tokens"][2:], data["projects"]["1M"], args.seconds, args.workers)
+        small, large = rows[0][1], rows[1][1]
+        print("| project | next p50 | next p99 | submit p50 | submit p99 |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for label, r in rows:
+            print(f"| {label} items | {r['next_p50']:.1f} ms | {r['next_p99']:.1f} ms | {r['submit_p50']:.1f} ms | {r['submit_p99']:.1f} ms |")
+        print()
+        print(f"ratio 1M / 1k: next p50 {large['next_p50'] / small['next_p50']:.2f}, next p99 {large['next_p99'] / small['next_p99']:.2f}")
+        print()
+        print(f"gunicorn -w {args.workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} next+submit pairs/s "
+              f"({throughput['pairs']:,} pairs in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)")
+        app.extensions["labelforce.db"].engine.dispose()
+    finally:
+        drop_database(args.pg, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Payouts at the edge: HTTP endpoints, the Stripe webhook, CLI commands and jobs over `payments`."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from marketplace.api import Api
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the payout endpoints, the Stripe webhook, the `payouts`/`finance` commands, and the handler
+    that credits project budgets when Stripe confirms a funding."""
+    from marketplace.payouts import api as payouts_api
+    from marketplace.payouts import cli, services, webhooks
+    from payments import webhooks as payment_webhooks
+
+    payouts_api.init_app(app, api)
+    webhooks.init_app(app)
+    cli.init_app(app)
+    payment_webhooks.register_handler(services.FUNDING_EVENT, services.credit_stripe_funding)
+    app.after_request(services.run_pending_after_response)

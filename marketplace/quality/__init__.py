@@ -1,0 +1,21 @@
+"""Quality control: gold items, consensus, manual review with auto-acceptance, appeals, and accuracy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from marketplace.api import Api
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the review and appeal API, the `quality` CLI group and the auto-accept job."""
+    from marketplace.jobs import register_periodic
+    from marketplace.quality import api as quality_api
+    from marketplace.quality import cli
+
+    api.register_blueprint(quality_api.blp)
+    app.cli.add_command(cli.quality_cli)
+    register_periodic(app, "quality-auto-accept", 300, cli.auto_accept_job)

@@ -1,0 +1,25 @@
+"""The `web` blueprint: the server-rendered UI. CSRF stays on for it (see marketplace.app)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+bp = Blueprint("web", __name__)
+
+#: Pages load nothing from elsewhere but the items' own images; no inline script or style is needed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' https: http: data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype == "text/html":
+        # pages show who is logged in and what they earn: never from a shared cache or the back button of
+        # someone who logged out
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response

@@ -1,0 +1,104 @@
+"""The work loop through the HTTP API: next, submit (idempotent), release, heartbeat, my assignments."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketplace.accounts.models import User
+from marketplace.billing.services import fund_project
+from marketplace.projects.imports import import_tasks
+from payments.money import Money
+from tests import factories as f
+
+
+@pytest.fixture
+def world(db_session):
+    org = f.organisation(db_session)
+    manager = f.member(db_session, org, "manager")
+    project = f.project(db_session, org, creator=manager, labels_per_item=1, pay_per_label_minor=100)
+    import_tasks(db_session, project=project, rows=[(i, {"external_id": f"t{i}", "payload": {"i": i}}) for i in range(3)])
+    fund_project(db_session, project=project, amount=Money(10_00, "EUR"), idempotency_key="fund")
+    worker = f.annotator(db_session, price_minor=60)
+    headers = f.auth(f.token(db_session, db_session.get(User, worker.user_id)))
+    db_session.commit()
+    return {"project": project, "worker": worker, "headers": headers, "manager": manager}
+
+
+def test_next_returns_the_task_schema_price_and_lease(client, world) -> None:
+    response = client.post("/api/v1/work/next", headers=world["headers"])
+    assert response.status_code == 200
+    body = response.get_json()
+    assignment = body["assignment"]
+    assert body["reason"] is None
+    assert assignment["task"]["external_id"] == "t0"
+    assert assignment["task"]["payload"] == {"i": 0}
+    assert assignment["project"]["label_schema"]["choices"] == ["cat", "dog", "other"]
+    assert assignment["price"] == {"amount_minor": 60, "currency": "EUR", "display": "€0.60"}
+    assert assignment["state"] == "leased"
+    assert assignment["lease_expires_at"] > assignment["leased_at"]
+
+
+def test_submit_is_validated_and_idempotent(client, world) -> None:
+    headers = world["headers"]
+    assignment = client.post("/api/v1/work/next", headers=headers).get_json()["assignment"]
+    url = f"/api/v1/assignments/{assignment['id']}/submit"
+    bad = client.post(url, json={"value": "zebra"}, headers={**headers, "Idempotency-Key": "s1"})
+    assert bad.status_code == 422
+    first = client.post(url, json={"value": "dog"}, headers={**headers, "Idempotency-Key": "s1"})
+    assert first.status_code == 200, first.get_json()
+    replay = client.post(url, json={"value": "dog"}, headers={**headers, "Idempotency-Key": "s1"})
+    assert replay.status_code == 200
+    assert replay.get_json()["label"]["id"] == first.get_json()["label"]["id"]
+    other = client.post(url, json={"value": "cat"}, headers={**headers, "Idempotency-Key": "s2"})
+    assert other.status_code == 409
+    assert other.get_json()["error"]["code"] == "already_submitted"
+
+
+def test_release_and_heartbeat_and_my_assignments(client, world) -> None:
+    headers = world["headers"]
+    first = client.post("/api/v1/work/next", headers=headers).get_json()["assignment"]
+    beat = client.post(f"/api/v1/assignments/{first['id']}/heartbeat", headers=headers)
+    assert beat.status_code == 200
+    assert beat.get_json()["lease_expires_at"] >= first["lease_expires_at"]
+    released = client.post(f"/api/v1/assignments/{first['id']}/release", headers=headers)
+    assert released.get_json()["state"] == "released"
+    assert client.post(f"/api/v1/assignments/{first['id']}/heartbeat", headers=headers).status_code == 409
+    second = client.post("/api/v1/work/next", headers=headers).get_json()["assignment"]
+    assert second["task_id"] != first["task_id"]
+    mine = client.get("/api/v1/work/assignments", headers=headers).get_json()
+    assert [a["id"] for a in mine["items"]] == [second["id"], first["id"]]
+    assert [a["state"] for a in mine["items"]] == ["leased", "released"]
+    leased = client.get("/api/v1/work/assignments?state=released", headers=headers).get_json()["items"]
+    assert [a["id"] for a in leased] == [first["id"]]
+
+
+def test_no_work_is_200_with_a_reason(client, world, db_session) -> None:
+    headers = world["headers"]
+    for _ in range(3):
+        assert client.post("/api/v1/work/next", headers=headers).get_json()["assignment"] is not None
+    body = client.post("/api/v1/work/next", headers=headers).get_json()
+    assert body["assignment"] is None
+    assert body["reason"] == "all_slots_leased"
+    assert body["message"]
+
+
+def test_only_annotators_get_work_and_only_their_own(client, world, db_session) -> None:
+    manager_headers = f.auth(f.token(db_session, world["manager"]))
+    stranger = f.annotator(db_session)
+    stranger_headers = f.auth(f.token(db_session, db_session.get(User, stranger.user_id)))
+    db_session.commit()
+    refused = client.post("/api/v1/work/next", headers=manager_headers)
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "not_an_annotator"
+    assignment = client.post("/api/v1/work/next", headers=world["headers"]).get_json()["assignment"]
+    for action in ("submit", "release", "heartbeat"):
+        response = client.post(f"/api/v1/assignments/{assignment['id']}/{action}", json={"value": "cat"}, headers=stranger_headers)
+        assert response.status_code == 404, action
+
+
+def test_project_filter_and_unknown_fields(client, world) -> None:
+    headers = world["headers"]
+    assert client.post("/api/v1/work/next", json={"project_id": 999}, headers=headers).get_json()["reason"] == "no_eligible_project"
+    assert client.post("/api/v1/work/next", json={"project_id": True}, headers=headers).status_code == 422
+    body = client.post("/api/v1/work/next", json={"project_id": world["project"].id}, headers=headers).get_json()
+    assert body["assignment"]["project_id"] == world["project"].id
