@@ -53,8 +53,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from marketplace.work import cli as work_cli
 
     auth.init_app(app)
+    from marketplace import web
+
+    web.init_app(app)
     for module in (accounts_api, annotators_api, projects_api, billing_api, planning_api, work_api):
         module.init_app(app, api)
+    from marketplace import events, payouts, quality, throughput
+
+    for package in (quality, throughput, events, payouts):
+        package.init_app(app, api)
     for cli_module in (accounts_cli, projects_cli, planning_cli, work_cli, jobs, seed):
         cli_module.init_app(app)
     _exempt_api_from_csrf(app, csrf)

@@ -51,26 +51,32 @@ currency_code = Annotated[str, mapped_column(String(3))]
 timestamp = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
 
 
-def build_engine(url: str, *, echo: bool = False, sqlite_immediate: bool = True) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys, WAL and (unless asked otherwise) serialised writers.
+def build_engine(url: str, *, echo: bool = False, sqlite_begin: str | None = "IMMEDIATE") -> Engine:
+    """An engine for `url`; SQLite gets foreign keys, WAL and real transactions.
 
-    `sqlite_immediate=False` keeps pysqlite's own behaviour (reads outside any transaction), which suits a test's
-    long-lived session that inspects what the app committed.
+    `sqlite_begin` is how SQLite transactions start: IMMEDIATE (the app: writers are serialised at BEGIN),
+    DEFERRED, or None for pysqlite's own handling — reads outside any transaction, which suits only a test's
+    long-lived inspection session that must always see what the app committed (its savepoints are not atomic).
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
-        _configure_sqlite(engine, immediate=sqlite_immediate)
+        _configure_sqlite(engine, begin=sqlite_begin)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
-    # pysqlite opens transactions lazily and lets a reader upgrade to a writer, which fails at once under
-    # concurrency ("database is locked"). Taking the write lock at BEGIN serialises writers and waits for the
+def _configure_sqlite(engine: Engine, *, begin: str | None) -> None:
+    # pysqlite's own transaction handling is broken for our needs: it runs reads outside any transaction and
+    # turns the release of an outermost SAVEPOINT into a commit. SQLAlchemy's documented fix: take the driver out
+    # of transaction handling and emit BEGIN ourselves. IMMEDIATE also takes the write lock at BEGIN, so that a
+    # reader never fails to upgrade to a writer under concurrency ("database is locked"); writers wait for the
     # busy timeout instead: the embedded default trades write throughput for correctness.
+    if begin not in {"IMMEDIATE", "DEFERRED", None}:
+        raise ValueError(f"sqlite_begin must be IMMEDIATE, DEFERRED or None, not {begin!r}")
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        if immediate:
+        if begin is not None:
             dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -78,11 +84,11 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    if immediate:
+    if begin is not None:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {begin}")
 
 
 class Database:
@@ -162,6 +168,7 @@ def retry_transaction(view: Callable[P, R], *, attempts: int = 4) -> Callable[P,
                     session.rollback()
                     session.close()
                 g.pop("auth_user", None)  # loaded by the discarded session
+                g.pop("_login_user", None)  # Flask-Login's cached user, likewise
                 time.sleep(random.uniform(0, 0.02 * 2**attempt))
         raise AssertionError("unreachable: the loop returns or raises")
 

@@ -145,6 +145,8 @@ def init_app(app: Flask) -> None:
         payments_errors.IdempotencyConflict: 409,
         payments_errors.HoldAlreadyResolved: 409,
         payments_errors.AccountNotFound: 404,
+        payments_errors.HoldNotFound: 409,
+        payments_errors.AccountConflict: 409,
         payments_errors.PayoutError: 409,
         payments_errors.GatewayError: 502,
         payments_errors.WebhookSignatureError: 400,

@@ -16,9 +16,9 @@ from flask.cli import with_appcontext
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from payments.balances import balance
 from payments.errors import AccountNotFound
 from payments.integrity import check_integrity
-from payments.postings import balance
 
 SessionOpener = Callable[[], AbstractContextManager[Session]]
 

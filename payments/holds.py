@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from payments.balances import unresolved_hold_filter
 from payments.errors import HoldAlreadyResolved, HoldNotFound, InvalidAmount
 from payments.models import Account, AccountBalance, LedgerTransaction, TransactionStatus
 from payments.postings import (
@@ -32,7 +33,6 @@ from payments.postings import (
     normalise_legs,
     record_transaction,
     replay_or_conflict,
-    unresolved_hold_filter,
     validate_header,
 )
 

@@ -11,6 +11,7 @@ from collections import defaultdict
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
+from payments.balances import entry_sums
 from payments.models import (
     Account,
     AccountBalance,
@@ -20,7 +21,6 @@ from payments.models import (
     TransactionStatus,
 )
 from payments.money import Money
-from payments.postings import entry_sums
 
 _SIGNED = case(
     (LedgerEntry.direction == Direction.DEBIT.value, LedgerEntry.amount_minor),

@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
+from payments.balances import Balance, balance, balances
 from payments.holds import expire_holds, hold_legs, hold_resolution, place_hold, post_hold, void_hold
 from payments.integrity import check_integrity
 from payments.models import Account, LedgerEntry, LedgerTransaction
 from payments.postings import (
-    Balance,
     Leg,
-    balance,
-    balances,
     credit,
     debit,
     ensure_account,
     find_transaction,
     get_account,
+    lock_balances,
     post_transaction,
 )
 
@@ -48,6 +48,7 @@ __all__ = [
     "hold_legs",
     "hold_resolution",
     "is_retryable",
+    "lock_accounts",
     "place_hold",
     "post_hold",
     "post_transaction",
@@ -56,6 +57,15 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def lock_accounts(session: Session, *, accounts: Iterable[Account]) -> None:
+    """Lock several accounts' balances up front, in the order every posting takes them (ascending id).
+
+    For a unit of work that will post several transactions over overlapping accounts (deciding an item's labels
+    pays several annotators): taking all its locks first, in the global order, leaves no room for a deadlock.
+    """
+    lock_balances(session, [account.id for account in accounts])
 
 #: serialization_failure and deadlock_detected: the database rolled the transaction back and asks for a retry
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})

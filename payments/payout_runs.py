@@ -55,6 +55,7 @@ class RunReport:
     plan: payouts.PayoutPlan
     requested: list[int]
     submit: SubmitReport
+    lookups: LookupReport
 
 
 @dataclass
@@ -158,9 +159,21 @@ def run_payouts(
         retry_delay=retry_delay,
         stale_after=stale_after,
     )
+    # Payouts unresolved for too long are never retried by the submit pass; resolve them here too, so that no
+    # payout waits on a separate schedule to end settled or failed.
+    lookups = resolve_stale_payouts(
+        scope,
+        gateway=gateway,
+        worker=worker,
+        clock=clock,
+        on_step=on_step,
+        stale_after=stale_after,
+        lease=lease,
+        retry_delay=retry_delay,
+    )
     with scope() as session:
         session.get_one(PayoutRun, run_id).finished_at = clock()
-    return RunReport(run_id=run_id, plan=plan, requested=requested, submit=report)
+    return RunReport(run_id=run_id, plan=plan, requested=requested, submit=report, lookups=lookups)
 
 
 def submit_due_payouts(

@@ -21,8 +21,9 @@ Ledger entries (accounts: `{payee}:payable` liability, `clearing:stripe_transfer
 - each reversal (`payout:{id}:reversal:{reversal id}`): debit platform:stripe_balance R, credit payable R.
 - late settlement of a failed payout (`payout:{id}:late_settle`): debit payable X, credit clearing X.
 
-Every function here takes the caller's session and flushes, never commits. The calls to the gateway happen
-between transactions, in `payments.payout_runs`, which takes a session factory for that reason.
+This module plans, requests and claims payouts; `payments.payout_outcomes` books what the gateway answered.
+Every function in both takes the caller's session and flushes, never commits. The calls to the gateway
+happen between transactions, in `payments.payout_runs`, which takes a session factory for that reason.
 """
 
 from __future__ import annotations

@@ -324,9 +324,11 @@ class Buckets:
         """The bucket of each (task, annotator) pair."""
         limits = pair_limits(arrays, tasks, annotators, self.cap)
         if self.table is not None and self.offset is not None:
-            return self.table[self.offset[annotators] + limits].astype(np.int64)
+            found: IntArray = self.table[self.offset[annotators] + limits].astype(np.int64)
+            return found
         assert self.keys is not None
-        return np.searchsorted(self.keys, annotators * self.span + limits).astype(np.int64)
+        searched: IntArray = np.searchsorted(self.keys, annotators * self.span + limits).astype(np.int64)
+        return searched
 
 
 def build_buckets(arrays: Arrays) -> Buckets:

@@ -41,7 +41,9 @@ def next_snapshot(instance: Instance, seed: int) -> Instance:
     """The next plan's input: the first 10% of tasks done, as many new ones arrived (same market)."""
     n_tasks = len(instance.tasks)
     churn = int(n_tasks * NEXT_SNAPSHOT_CHURN)
-    n_skills = len({task.skill for task in instance.tasks} | {s for a in instance.annotators for s in a.skills})
+    n_skills = len(
+        {task.skill for task in instance.tasks} | {s for a in instance.annotators for s in a.skills}
+    )
     arrivals = generate_instance(churn, 0, n_skills=n_skills, seed=seed + 7919).tasks
     renamed = tuple(replace(task, id=f"n{task.id}", project=f"n{task.project}") for task in arrivals)
     return replace(instance, tasks=instance.tasks[churn:] + renamed)
@@ -68,7 +70,13 @@ def measure(job: Measurement) -> dict[str, Any]:
         placed = len(solution.annotators)
         certified = solution.status == "optimal"
         wall = time.perf_counter() - started
-        return {"placed": placed, "cost": cost, "wall_s": wall, "peak_mb": _peak_memory([]), "certified": certified}
+        return {
+            "placed": placed,
+            "cost": cost,
+            "wall_s": wall,
+            "peak_mb": _peak_memory([]),
+            "certified": certified,
+        }
     method = {"guided": "guided", "guided-warm": "guided", "reference": "flow", "greedy": "greedy"}[job.kind]
     options = SolveOptions()
     if job.kind == "reference":
@@ -149,7 +157,9 @@ HEADER = (
 )
 
 
-def run_bench(sizes: list[str], *, reference: bool = True, seed: int = 1, progress: TextIO | None = None) -> str:
+def run_bench(
+    sizes: list[str], *, reference: bool = True, seed: int = 1, progress: TextIO | None = None
+) -> str:
     """Measure every size; return the Markdown table (and a line on the machine)."""
     rows: list[str] = []
     notes: list[str] = []

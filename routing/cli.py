@@ -44,11 +44,18 @@ def _solve_command(args: argparse.Namespace) -> int:
     warm = None
     if args.warm is not None:
         document = _read_json(args.warm, "result")
-        warm = document.get("potentials") if isinstance(document, dict) else None
-        if not isinstance(warm, dict):
-            raise InstanceError("potentials", f"{args.warm} has no potentials object")
+        # A result lists only positive shadow prices; none at all means an uncongested market.
+        warm = document.get("potentials", {}) if isinstance(document, dict) else None
+        if not isinstance(warm, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in warm.values()
+        ):
+            raise InstanceError("potentials", f"{args.warm}: expected an object of integer shadow prices")
     result = solve(
-        instance, method=args.method, time_limit_s=args.time_limit, warm_potentials=warm, objective=args.objective
+        instance,
+        method=args.method,
+        time_limit_s=args.time_limit,
+        warm_potentials=warm,
+        objective=args.objective,
     )
     _write_json(result.to_json(), args.out)
     return 0
@@ -84,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     solve_parser.add_argument("--method", choices=METHODS, default="flow")
     solve_parser.add_argument("--objective", choices=OBJECTIVES, default="exact")
     solve_parser.add_argument("--time-limit", type=float, default=None, help="seconds (guided, cpsat)")
-    solve_parser.add_argument("--warm", help="a previous result JSON whose potentials start the guided method")
+    solve_parser.add_argument(
+        "--warm", help="a previous result JSON whose potentials start the guided method"
+    )
     solve_parser.set_defaults(run=_solve_command)
 
     generate_parser = commands.add_parser("generate", help="write a seeded synthetic instance")

@@ -7,18 +7,20 @@ deadline bucket. Arcs, all added in one vectorised call:
 - source (or project node) -> task: capacity labels_needed;  source -> project node: capacity max_slots;
 - bucket -> next bucket of the same annotator, last bucket -> sink: capacity = the bucket's EDF limit, so
   that the flow leaving a bucket counts the annotator's tasks with that limit or a smaller one;
-- source -> sink, cost 0: slots that are not worth placing (or cannot be placed). This arc is left out of
-  the OR-Tools model, which is solved with `solve_max_flow_with_min_cost` (about 1.5x faster here); it is
-  kept in the residual graph of the certificate (routing.potentials).
+- source -> sink, cost 0: slots that are not worth placing (or cannot be placed).
 
 Minimising sum(price - M x priority) with M above the largest possible total price maximises the placed
 priority first and minimises the price second: one unit of priority is worth more than any price change.
 
-Why a maximum flow is right: the sets of slots that can be placed together are the independent sets of a
-matroid (a gammoid of this network), and with positive weights every maximum-weight independent set is a
-basis, i.e. a maximum flow. Slots of priority-0 tasks add no priority and cannot lower the price, so the
-engine never places them (their demand is set to 0 before the model is built), and every remaining
-optimum is a maximum flow: minimum cost among maximum flows is the lexicographic optimum.
+Without slot-limited projects the overflow arc is left out and OR-Tools' `solve_max_flow_with_min_cost`
+is used (about 1.5x faster here; the arc stays in the residual graph of the certificate, see
+routing.potentials). That is exact because the sets of slots that can be placed together are then the
+independent sets of a matroid (a gammoid: every capacity lies downstream of the tasks), where every
+maximum-weight independent set with positive weights is a basis, i.e. a maximum flow. Slots of
+priority-0 tasks add no priority and cannot lower the price, so the engine never places them (their
+demand is set to 0 first). A project's slot limit sits upstream of its tasks and breaks the matroid (one
+priority-2 slot can beat two priority-1 slots that would need the project's last slot and a shared
+annotator), so networks with slot-limited projects keep the overflow arc and use the plain `solve`.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def priority_weight(arrays: Arrays) -> int:
         n * min(p, top_price)
         for n, p in zip(arrays.task_need.tolist(), arrays.task_max_price.tolist(), strict=True)
     )
-    return min(by_annotators, by_tasks) + 1
+    return int(min(by_annotators, by_tasks)) + 1
 
 
 def exact_objective(arrays: Arrays, volume: int | None = None, weight: int | None = None) -> Objective:
@@ -80,7 +82,9 @@ class Network:
     capacities: IntArray
     costs: IntArray
     n_pairs: int
-    supply: int  # slots offered at the source; those not placed take the implied overflow arc
+    supply: int  # slots offered at the source; those not placed take the overflow arc
+    # True: the overflow arc is the network's last arc; False: it is implied (max-flow solve).
+    explicit_overflow: bool
     task_node0: int
     bucket_node0: int
     # Per node, a shift that makes every task <-> bucket arc cost 0 (see routing.potentials).
@@ -137,12 +141,16 @@ def build_network(
     bucket_ids = np.arange(buckets.count, dtype=np.int64)
     chain_heads = np.where(next_same, bucket_node0 + bucket_ids + 1, SINK)
 
+    # Some demand passes through a slot-limited project node: the matroid argument does not hold.
+    explicit_overflow = bool(np.any(feeder[demand_tasks] != SOURCE))
+    overflow = [1] if explicit_overflow else []
     tails = np.concatenate(
         [
             task_node0 + pair_tasks,
             feeder[demand_tasks],
             np.full(len(slot_projects), SOURCE, dtype=np.int64),
             bucket_node0 + bucket_ids,
+            np.full(len(overflow), SOURCE, dtype=np.int64),
         ]
     )
     heads = np.concatenate(
@@ -151,6 +159,7 @@ def build_network(
             task_node0 + demand_tasks,
             2 + np.arange(len(slot_projects), dtype=np.int64),
             chain_heads,
+            np.full(len(overflow), SINK, dtype=np.int64),
         ]
     )
     capacities = np.concatenate(
@@ -159,6 +168,7 @@ def build_network(
             arrays.task_need[demand_tasks],
             arrays.project_max_slots[slot_projects],
             buckets.value,
+            np.full(len(overflow), supply, dtype=np.int64),
         ]
     )
     pair_cost = pair_costs(arrays, objective, pair_tasks, pair_annotators)
@@ -179,6 +189,7 @@ def build_network(
         costs=costs,
         n_pairs=len(pair_tasks),
         supply=supply,
+        explicit_overflow=explicit_overflow,
         task_node0=task_node0,
         bucket_node0=bucket_node0,
         shift=shift,
@@ -205,7 +216,7 @@ def solve_network(network: Network) -> FlowOutcome:
     solver.set_nodes_supplies(
         np.array([SOURCE, SINK], dtype=np.int32), np.array([network.supply, -network.supply], dtype=np.int64)
     )
-    status = solver.solve_max_flow_with_min_cost()
+    status = solver.solve() if network.explicit_overflow else solver.solve_max_flow_with_min_cost()
     if status == solver.OPTIMAL:
         flows = np.asarray(solver.flows(np.arange(len(network.tails), dtype=np.int32)), dtype=np.int64)
         return FlowOutcome(status="optimal", flows=flows)

@@ -36,7 +36,7 @@ class Residual:
 
 
 def residual_arcs(network: Network, flows: IntArray) -> Residual:
-    """The residual graph, including the implied zero-cost source -> sink overflow arc."""
+    """The residual graph, including the zero-cost source -> sink overflow arc when it is implied."""
     shifted = network.costs + network.shift[network.heads] - network.shift[network.tails]
     forward = flows < network.capacities
     backward = flows > 0
@@ -44,13 +44,13 @@ def residual_arcs(network: Network, flows: IntArray) -> Residual:
     heads = [network.heads[forward].astype(np.int64), network.tails[backward].astype(np.int64)]
     costs = [shifted[forward], -shifted[backward]]
     # The overflow arc source -> sink (capacity = supply, cost 0) carries the slots left unplaced.
-    placed = int(flows[network.tails == SOURCE].sum())
+    placed = int(flows[(network.tails == SOURCE) & (network.heads != SINK)].sum())
     unplaced = network.supply - placed
-    if placed > 0:
+    if not network.explicit_overflow and placed > 0:
         tails.append(np.array([SOURCE]))
         heads.append(np.array([SINK]))
         costs.append(np.zeros(1, dtype=np.int64))
-    if unplaced > 0:
+    if not network.explicit_overflow and unplaced > 0:
         tails.append(np.array([SINK]))
         heads.append(np.array([SOURCE]))
         costs.append(np.zeros(1, dtype=np.int64))
@@ -61,26 +61,20 @@ class NegativeCycleError(RuntimeError):
     """The residual graph has a negative cycle: the flow was not optimal (an engine bug)."""
 
 
-def sink_distance_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray, int]:
-    """Potentials -dist(v -> sink) over the residual arcs (label-correcting); also the pass count.
+def _label_correct(
+    n_nodes: int, sources: IntArray, targets: IntArray, costs: IntArray, labels: IntArray
+) -> tuple[IntArray, int]:
+    """labels[target] = min(labels[target], labels[source] + cost) over the arcs until nothing changes.
 
-    dist(v) is the cheapest way to push one more unit from v to the sink: 0 for an annotator with room,
-    the cheapest reassignment or displacement for a full one. These are the informative "shadow prices"
-    (a virtual-root distance would be valid too, but it is flat: almost every pair would price at 0).
-    A node that cannot reach the sink gets dist = `unreachable` (an arc of that cost to a virtual sink),
-    which keeps every distance finite and the potentials valid.
+    NumPy passes over the arcs leaving the nodes that improved (all of them at first); raises
+    NegativeCycleError if the labels keep improving for more passes than there are nodes.
     """
-    span = int(np.abs(residual.costs).max(initial=0)) + 1
-    unreachable = min(span * (n_nodes + 1), 2**60)
-    # Relax over the reversed arcs: dist(tail) <- cost + dist(head). Group arcs by head.
-    order = np.argsort(residual.heads, kind="stable")
-    tails = residual.tails[order]
-    heads = residual.heads[order]
-    costs = residual.costs[order]
+    order = np.argsort(sources, kind="stable")
+    sources = sources[order]
+    targets = targets[order]
+    costs = costs[order]
     indptr = np.zeros(n_nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(heads, minlength=n_nodes), out=indptr[1:])
-    distance = np.full(n_nodes, unreachable, dtype=np.int64)
-    distance[SINK] = 0
+    np.cumsum(np.bincount(sources, minlength=n_nodes), out=indptr[1:])
     frontier = np.flatnonzero(np.diff(indptr) > 0)
     passes = 0
     while len(frontier):
@@ -92,15 +86,42 @@ def sink_distance_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray
         total = int(lengths.sum())
         # Arc positions of every frontier node, concatenated: starts repeated plus a running offset.
         positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-        candidate = distance[heads[positions]] + costs[positions]
-        targets = tails[positions]
-        better = candidate < distance[targets]
+        candidate = labels[sources[positions]] + costs[positions]
+        reached = targets[positions]
+        better = candidate < labels[reached]
         if not better.any():
             break
-        targets = targets[better]
-        np.minimum.at(distance, targets, candidate[better])
-        frontier = np.unique(targets)
-    return -distance, passes
+        reached = reached[better]
+        np.minimum.at(labels, reached, candidate[better])
+        frontier = np.unique(reached)
+    return labels, passes
+
+
+def sink_distance_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray, int]:
+    """Potentials p = -dist(v -> sink) over the residual arcs; also the number of label passes.
+
+    dist(v) is the cheapest way to push one more unit from v to the sink: 0 for an annotator with room,
+    the cheapest reassignment or displacement for a full one. These are the informative "shadow prices"
+    (a virtual-root distance would be valid too, but it is flat: almost every pair would price at 0).
+
+    A node that cannot reach the sink (an unplaced task whose annotators are all full) has no distance.
+    It gets the largest potential the arcs into it allow, propagated from the nodes that can: for such a
+    task, p(source) - M x priority, its value if it were placed. (Any larger bound, such as a big
+    constant, would also be valid but would make every pair of that task look hugely profitable.)
+    """
+    span = int(np.abs(residual.costs).max(initial=0)) + 1
+    unreachable = min(span * (n_nodes + 1), 2**60)
+    distance = np.full(n_nodes, unreachable, dtype=np.int64)
+    distance[SINK] = 0
+    # dist(tail) <- cost + dist(head): label-correcting on the reversed arcs.
+    distance, backward = _label_correct(n_nodes, residual.heads, residual.tails, residual.costs, distance)
+    stranded = distance >= unreachable
+    potentials = -distance
+    if not stranded.any():
+        return potentials, backward
+    potentials[stranded] = min(int(potentials[~stranded].max(initial=0)) + unreachable, 2**61)
+    potentials, forward = _label_correct(n_nodes, residual.tails, residual.heads, residual.costs, potentials)
+    return potentials, backward + forward
 
 
 def check_potentials(residual: Residual, distance: IntArray) -> int:

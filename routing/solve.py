@@ -249,8 +249,11 @@ def _merge(
                         shadow[instance.annotators[origin].id] = int(price)
     part_stats = [outcome.solution.stats for outcome in outcomes]
 
+    def number(value: StatValue) -> float:
+        return float(value) if isinstance(value, int | float) else 0.0
+
     def total(name: str) -> float:
-        return float(sum(float(s.get(name) or 0) for s in part_stats))
+        return sum(number(s.get(name)) for s in part_stats)
 
     gap_values = [s.get("gap_bound") for s in part_stats]
     stats: dict[str, StatValue] = {
@@ -261,11 +264,11 @@ def _merge(
         "wall_s": round(time.perf_counter() - started, 4),
         "arcs": int(total("arcs")),
         "eligible_pairs": int(total("eligible_pairs")),
-        "rounds": max((int(s.get("rounds") or 0) for s in part_stats), default=0),
+        "rounds": max((int(number(s.get("rounds"))) for s in part_stats), default=0),
         "certified": all(bool(s.get("certified")) for s in part_stats),
         "gap_bound": None
-        if any(g is None for g in gap_values)
-        else int(sum(int(g or 0) for g in gap_values)),
+        if any(not isinstance(g, int) for g in gap_values)
+        else sum(g for g in gap_values if isinstance(g, int)),
         "peak_rss_mb": round(_peak_memory(outcomes), 1),
     }
     weights = {s.get("priority_weight") for s in part_stats if s.get("priority_weight") is not None}

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from marketplace.accounts.security import set_password_hasher
 from marketplace.app import create_app
 from marketplace.db import Base, build_engine
+import payments.payout_models  # noqa: F401  (its tables are cleaned between tests too)
 from payments.db import PaymentsBase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,16 +117,27 @@ def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
     global _pg_engine  # noqa: PLW0603  (one engine for the run; the pool is reused across tests)
     if _pg_engine is None:
         _pg_engine = build_engine(template_database)
-    tables = [t for t in _all_tables() if t != "alembic_version"]
+    # DELETE beats TRUNCATE by far on a few dozen nearly empty tables (TRUNCATE rewrites each one); replica mode
+    # skips the triggers that keep the ledger append-only, which cleaning up between tests must get past.
+    tables = [t for t in reversed(_all_tables()) if t != "alembic_version"]
     with _pg_engine.begin() as conn:
-        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        for table in tables:
+            conn.execute(text(f'DELETE FROM "{table}"'))
+        conn.execute(
+            text(
+                "SELECT setval(c.oid, 1, false) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'S' AND n.nspname = 'public'"
+            )
+        )
     yield template_database
 
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on this test's database (on SQLite, reads see the app's latest commits)."""
-    eng = build_engine(database_url, sqlite_immediate=False)
+    """An engine for arranging and inspecting this test's database (on SQLite its reads always see the app's
+    latest commits; code whose atomicity is under test runs on the app's engine)."""
+    eng = build_engine(database_url, sqlite_begin=None)
     yield eng
     eng.dispose()
 

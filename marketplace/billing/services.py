@@ -114,6 +114,14 @@ def fund_project(
     )
 
 
+def lock_accounts_for_decision(session: Session, *, project: Project, annotator_ids: Iterable[int]) -> None:
+    """Lock the project's budget and these annotators' payables, in the ledger's order, before deciding several
+    labels in one transaction (concurrent decisions over overlapping annotators then cannot deadlock)."""
+    accounts = [_budget_account(session, project.id, project.currency)]
+    accounts += [_payable_account(session, a, project.currency) for a in sorted(set(annotator_ids))]
+    ledger.lock_accounts(session, accounts=accounts)
+
+
 # --- holds and payments for labels --------------------------------------------------------------------------
 
 

@@ -91,6 +91,9 @@ def run_command(dry_run: bool, min_amount: int | None, currency: str | None) -> 
         f"requested {len(report.requested)}, settled {len(submit.settled)}, failed {len(submit.failed)}, "
         f"to retry {len(submit.retrying)}"
     )
+    lookups = report.lookups
+    if lookups.marked_stale or lookups.settled or lookups.failed:
+        out.print(f"looked up stale payouts: settled {len(lookups.settled)}, failed {len(lookups.failed)}")
     if submit.stopped:
         out.print(f"[yellow]stopped early: {submit.stopped}[/yellow]")
 

@@ -18,6 +18,19 @@ def process_stripe_event(event_id: str) -> str:
         )
 
 
+def process_pending_events() -> dict[str, int]:
+    """Process webhook events still pending (a lost job, a failed attempt); returns counts."""
+    with services.app_context_for_jobs() as app:
+        report = webhooks.process_pending_events(
+            services.session_scope(app), gateway=services.get_gateway(app)
+        )
+        return {
+            "processed": len(report.processed),
+            "ignored": len(report.ignored),
+            "failed": len(report.failed),
+        }
+
+
 def execute_payout_run(run_id: int) -> list[int]:
     """Execute a payout run recorded by the API; returns the ids of the payouts it requested."""
     with services.app_context_for_jobs() as app:

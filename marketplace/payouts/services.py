@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 GATEWAY_EXTENSION = "labelforce.payouts.gateway"
 THROTTLE_EXTENSION = "labelforce.payouts.throttle"
-QUEUE_NAME = "payments"
 #: the funding events whose money the marketplace credits to a project budget
 FUNDING_EVENT = "payment_intent.succeeded"
 
@@ -154,8 +153,10 @@ def _rq_connection(app: Flask) -> redis_lib.Redis | None:
 
 
 def queue_name(app: Flask) -> str:
-    """The RQ queue of payment jobs, under the app's Redis prefix."""
-    return key(QUEUE_NAME, app=app)
+    """The RQ queue payout jobs go to: the one `flask jobs worker` serves."""
+    from marketplace.jobs import QUEUE
+
+    return QUEUE
 
 
 def _after_response(app: Flask, response: Response | None, job: str, *args: Any) -> str:

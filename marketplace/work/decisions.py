@@ -95,7 +95,12 @@ def accept_label(
     label.reviewed_at = now
     label.reason = reason
     if not label.is_gold:
-        task = session.get_one(Task, label.task_id, with_for_update=True)
+        # populate_existing: a Task already in this session may hold counters read before the lock.
+        # key_share: a label insert takes FOR KEY SHARE on its item; FOR NO KEY UPDATE does not conflict with it,
+        # a plain FOR UPDATE would (and deadlocks with a concurrent submit of the same item).
+        task = session.get_one(
+            Task, label.task_id, with_for_update={"key_share": True}, populate_existing=True
+        )
         if overturn:
             # The slot was freed at rejection and may have been filled since: the item then simply has one
             # more accepted label than planned, so its target grows with it.

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus
 from marketplace.billing.services import hold_for_assignment, release_assignment_hold
 from marketplace.errors import Conflict, NotFound
+from marketplace.events.services import record_event
 from marketplace.planning.models import Offer
 from marketplace.projects.models import Project, ProjectStatus, Task, TaskStatus
 from marketplace.work.models import Assignment, AssignmentState, ProjectWorker
@@ -197,6 +198,18 @@ def _open_assignment(
             session.add(assignment)
             session.flush()  # generate assignment.id (the hold is keyed by it); the unique pair is checked here
             hold_for_assignment(session, assignment=assignment)
+            record_event(
+                session,
+                project_id=project.id,
+                type="assignment.leased",
+                data={
+                    "assignment_id": assignment.id,
+                    "task_id": task_id,
+                    "annotator_id": annotator.id,
+                    "price": {"amount_minor": assignment.price_minor, "currency": assignment.currency},
+                    "lease_expires_at": assignment.lease_expires_at,
+                },
+            )
     except IntegrityError:
         return None  # the same annotator took this item in a concurrent request
     worker = _worker(session, project.id, annotator.id)
@@ -312,6 +325,12 @@ def _end_lease(session: Session, assignment: Assignment, *, state: AssignmentSta
     assignment.ended_at = now
     free_slot(session, assignment)
     release_assignment_hold(session, assignment=assignment, reason=f"lease {state.value}")
+    record_event(
+        session,
+        project_id=assignment.project_id,
+        type=f"assignment.{state.value}",
+        data={"assignment_id": assignment.id, "task_id": assignment.task_id, "annotator_id": assignment.annotator_id},
+    )
 
 
 def release_assignment(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime) -> Assignment:

@@ -193,12 +193,17 @@ def test_signed_delivery(app, client, db_session, receiver) -> None:
     )
     assert secret.status_code == 200
     info = secret.get_json()
-    assert info["deliveries"]["pending"] == 3
+    assert info["deliveries"]["pending"] == 4
     result = app.test_cli_runner().invoke(args=["events", "deliver"])
     assert result.exit_code == 0, result.output
-    assert "3 attempted: 3 delivered" in result.output
+    assert "4 attempted: 4 delivered" in result.output
     received = [json.loads(r["body"]) for r in receiver.requests]
-    assert sorted(e["type"] for e in received) == ["assignment.submitted", "item.completed", "label.accepted"]
+    assert sorted(e["type"] for e in received) == [
+        "assignment.leased",
+        "assignment.submitted",
+        "item.completed",
+        "label.accepted",
+    ]
     for request in receiver.requests:
         header = request["headers"][SIGNATURE_HEADER]
         now = int(utcnow().timestamp())

@@ -378,12 +378,20 @@ def test_without_redis_a_webhook_is_stored_once_and_processed_after_the_answer(
 
 
 def test_with_redis_the_webhook_is_processed_by_a_job(
-    app: Flask, app_config: dict[str, Any], client: FlaskClient, db_session: Session, fake_stripe: FakeStripe
+    app: Flask,
+    app_config: dict[str, Any],
+    client: FlaskClient,
+    db_session: Session,
+    fake_stripe: FakeStripe,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import redis
     from rq import Queue, SimpleWorker
 
     app.config["REDIS_URL"] = app_config["REDIS_URL"]
+    # a queue of this test's own, so that parallel runs of the suite never take each other's jobs
+    monkeypatch.setattr(services, "queue_name", lambda _app: f"{redis_prefix}labelforce")
     response = _deliver(client, _transfer_event(fake_stripe))
     response.close()
     connection = redis.Redis.from_url(app.config["REDIS_URL"])
@@ -445,6 +453,15 @@ def test_cli_dry_run_run_and_reconcile(
     assert events.exit_code == stale.exit_code == 0
     assert "processed 0" in events.output
     assert "marked 0 for lookup" in stale.output
+    from marketplace.jobs import periodic_jobs
+
+    with app.app_context():  # as under `flask jobs worker`
+        scheduled = {job.name: job.func() for job in periodic_jobs(app) if job.name.startswith("payouts-")}
+    assert scheduled == {
+        "payouts-process-events": {"processed": 0, "ignored": 0, "failed": 0},
+        "payouts-submit-due": [],
+        "payouts-resolve-stale": {"marked_stale": 0, "settled": 0, "failed": 0, "still_open": 0},
+    }
 
 
 # --- funding through Stripe ---------------------------------------------------------------------------------

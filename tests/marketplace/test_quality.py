@@ -69,7 +69,7 @@ def test_correct_gold_answer_is_accepted_and_paid(db_session) -> None:
         1,
         1,
     )
-    assert event_types(db_session, project) == ["assignment.submitted", "label.accepted"]
+    assert event_types(db_session, project) == ["assignment.leased", "assignment.submitted", "label.accepted"]
     # a project that does not pay for control items releases the hold instead
     unpaid = make_project(db_session, gold=1, review_params={**GOLD_PARAMS, "pay_correct_gold": False})
     assert work(db_session, worker, "cat", project_id=unpaid.id).review_state == "accepted"
@@ -132,7 +132,12 @@ def test_gold_policy_accepts_ordinary_labels_at_once(db_session) -> None:
     label = work(db_session, worker, "dog")
     assert label.review_state == "accepted"
     assert db_session.get(Task, label.task_id).status == "complete"
-    assert event_types(db_session, project) == ["assignment.submitted", "label.accepted", "item.completed"]
+    assert event_types(db_session, project) == [
+        "assignment.leased",
+        "assignment.submitted",
+        "label.accepted",
+        "item.completed",
+    ]
     skill = skill_row(db_session, worker, project)
     assert (skill.accuracy_alpha, skill.accuracy_beta) == (2.0, 1.0)  # nobody checked: no evidence
 

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
-from routing import GuidedOptions, Instance, SolveOptions, check_result, generate_instance, solve
+from routing import (
+    GuidedOptions,
+    Instance,
+    ProjectBudget,
+    SolveOptions,
+    check_result,
+    generate_instance,
+    solve,
+)
 from tests.routing.routing_factories import (
     PROPERTY,
     PROPERTY_SMALL,
+    annotator,
     exhaustive_optimum,
     instances,
     objective,
     quality_penalty,
+    task,
 )
 
 TINY_K = SolveOptions(guided=GuidedOptions(k=1))
@@ -66,6 +79,53 @@ def test_guided_with_one_pair_per_task_equals_flow(instance: Instance) -> None:
     assert guided.stats["certified"] is True
     assert guided.stats["gap_bound"] == 0
     assert objective(guided) == objective(flow)
+
+
+@PROPERTY
+@given(instances(max_tasks=10, max_annotators=6), st.data())
+def test_guided_recovers_from_misleading_potentials(instance: Instance, data: st.DataObject) -> None:
+    # Arbitrary warm potentials make the first round keep the wrong pair per task (e.g. the priciest);
+    # pricing must then find every improving pair, down to a price difference of 1.
+    warm = {a.id: data.draw(st.integers(0, 30), label=a.id) for a in instance.annotators}
+    flow = solve(instance, method="flow")
+    guided = solve(instance, method="guided", warm_potentials=warm, options=TINY_K)
+    check_result(instance, guided)
+    assert guided.stats["certified"] is True
+    assert objective(guided) == objective(flow)
+
+
+@pytest.mark.parametrize("saving", [1, 2, 7])
+def test_pricing_finds_a_saving_of_one_minor_unit(saving: int) -> None:
+    # The warm potentials steer the first round to the pricier annotator; pricing must notice the cheaper.
+    instance = Instance(
+        tasks=(task("t"),),
+        annotators=(annotator("pricier", price=8), annotator("cheaper", price=8 - saving)),
+    )
+    options = SolveOptions(guided=GuidedOptions(k=1))
+    result = solve(instance, method="guided", warm_potentials={"cheaper": 50}, options=options)
+    check_result(instance, result)
+    assert result.stats["rounds"] == 2
+    assert [tuple(a) for a in result.assignments] == [("t", "cheaper")]
+
+
+def test_priority_dominates_any_price_difference() -> None:
+    # One slot left in project p: the priority-2 task wins although its only annotator costs 100x more.
+    instance = Instance(
+        tasks=(
+            task("urgent", priority=2, project="p", max_price=1000),
+            task("routine", priority=1, project="p", max_price=1000),
+        ),
+        annotators=(
+            annotator("expensive", price=1000, skills={"ocr": 3}),
+            annotator("cheap", price=10, skills={"audio": 3}),
+        ),
+        project_budgets={"p": ProjectBudget(max_slots=1)},
+    )
+    instance = replace(instance, tasks=(instance.tasks[0], replace(instance.tasks[1], skill="audio")))
+    for method in ("flow", "guided", "cpsat"):
+        result = solve(instance, method=method)
+        check_result(instance, result)
+        assert [tuple(a) for a in result.assignments] == [("urgent", "expensive")], method
 
 
 @pytest.mark.parametrize(("n_tasks", "n_annotators", "seed"), [(300, 40, 1), (600, 60, 2), (900, 90, 3)])

@@ -14,7 +14,6 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from marketplace import web
 from marketplace.accounts.models import Organisation, User
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.billing.services import fund_project
@@ -39,18 +38,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "browser" in item.keywords:
             item.add_marker(skip)
-
-
-def with_web(application: Flask) -> Flask:
-    """The app with the web UI (create_app registers it once the lead has wired web.init_app)."""
-    if "web" not in application.blueprints:
-        web.init_app(application)
-    return application
-
-
-@pytest.fixture
-def app(app_config: dict[str, Any], make_app: Any) -> Flask:
-    return with_web(make_app(app_config))
 
 
 @dataclass
@@ -175,7 +162,7 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
 def live_server(app_config: dict[str, Any], make_app: Any) -> Iterator[str]:
     """The app, CSRF on as in production, served by a real HTTP server on 127.0.0.1 (a free port) in a thread,
     on this test's database."""
-    application = with_web(make_app({**app_config, "WTF_CSRF_ENABLED": True}))
+    application = make_app({**app_config, "WTF_CSRF_ENABLED": True})
     server = make_server("127.0.0.1", 0, application, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()

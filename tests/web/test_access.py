@@ -122,9 +122,8 @@ def test_pages_carry_security_headers(world: World, as_user) -> None:
 
 
 def test_with_csrf_on_a_post_without_the_token_is_refused(world: World, app_config, make_app) -> None:
-    from tests.web.conftest import with_web
 
-    app = with_web(make_app({**app_config, "WTF_CSRF_ENABLED": True}))
+    app = make_app({**app_config, "WTF_CSRF_ENABLED": True})
     client = app.test_client()
     refused = client.post("/login", data={"email": world.manager.email, "password": "correct horse battery"})
     assert refused.status_code == 400

@@ -126,6 +126,8 @@ def test_manager_sees_the_project_dashboard(
     expect(page.get_by_text("€1,000.00").first).to_be_visible()  # funded, formatted
     expect(page.get_by_text("Items complete")).to_be_visible()
     expect(page.locator("figure.chart svg")).to_be_visible()
+    for heading in ("Progress", "Pace and forecast", "Budget", "Routing plan"):
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
     expect(page.locator("figure.chart figcaption")).to_contain_text(f"{made} in all")
     page.screenshot(path=tmp_path / "manager-dashboard.png", full_page=True)
     assert (tmp_path / "manager-dashboard.png").stat().st_size > 10_000

@@ -43,6 +43,7 @@ def test_dashboard_shows_budget_progress_and_chart_formatted_for_people(
     assert page.count('class="bar') == 24
     assert "UTC: 1 label</title>" in page
     assert 'role="img"' in page
+    assert "<h2>Routing plan</h2>" in page
 
 
 def test_dashboard_shows_the_latest_plan(world: World, as_user, db_session) -> None:
