@@ -41,6 +41,8 @@ from marketplace.db import unit_of_work, utcnow  # noqa: E402
 from marketplace.projects.services import create_project  # noqa: E402
 from payments.money import Money  # noqa: E402
 
+BENCH_PASSWORD = "bench-password"  # noqa: S105  (throwaway users of a throwaway database)
+
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -48,7 +50,7 @@ def say(message: str) -> None:
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def create_database(server_url: str) -> tuple[str, str]:
@@ -63,7 +65,9 @@ def create_database(server_url: str) -> tuple[str, str]:
 def drop_database(server_url: str, name: str) -> None:
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+        )
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
 
@@ -73,7 +77,7 @@ def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, 
     out: dict[str, Any] = {"projects": {}, "tokens": []}
     with unit_of_work(app) as session:
         org = accounts.create_organisation(session, name="Bench", slug="bench")
-        manager = accounts.create_user(session, email="m@bench.test", name="M", password="bench-password")
+        manager = accounts.create_user(session, email="m@bench.test", name="M", password=BENCH_PASSWORD)
         accounts.add_membership(session, user=manager, organisation=org, role="manager")
         annotators.create_skill(session, name="bench")
         for label, size in sizes.items():
@@ -102,13 +106,23 @@ def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, 
                 ),
                 {"p": project.id, "n": size},
             )
-            fund_project(session, project=project, amount=Money(10**12, "EUR"), idempotency_key=f"bench-{label}")
+            fund_project(
+                session, project=project, amount=Money(10**12, "EUR"), idempotency_key=f"bench-{label}"
+            )
             out["projects"][label] = project.id
         for i in range(annotator_count):
-            user = accounts.create_user(session, email=f"a{i}@bench.test", name=f"A{i}", password="bench-password")
+            user = accounts.create_user(
+                session, email=f"a{i}@bench.test", name=f"A{i}", password=BENCH_PASSWORD
+            )
             annotators.create_profile(
-                session, user=user, display_name=f"A{i}", price_minor=50, currency="EUR", capacity=5,
-                labels_per_hour=120.0, skills={"bench": 3},
+                session,
+                user=user,
+                display_name=f"A{i}",
+                price_minor=50,
+                currency="EUR",
+                capacity=5,
+                labels_per_hour=120.0,
+                skills={"bench": 3},
             )
             out["tokens"].append(accounts.issue_token(session, user=user, name="bench")[1])
     with unit_of_work(app) as session:
@@ -156,22 +170,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure_throughput(env: dict[str, str], tokens: list[str], project_id: int, seconds: float, workers: int) -> dict[str, float]:
+def measure_throughput(
+    env: dict[str, str], tokens: list[str], project_id: int, seconds: float, workers: int
+) -> dict[str, float]:
     """next+submit pairs per second through gunicorn, with one client thread per annotator."""
     port = free_port()
     server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "wsgi:app",
+        ],
         cwd=ROOT,
         env=env,
         start_new_session=True,
     )
     try:
-        for _ in range(100):
+        # The master listens before its workers have imported the app: wait until every worker answers.
+        deadline = time.monotonic() + 120
+        answered = 0
+        while answered < workers * 4 and time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/healthz")
+                answered += conn.getresponse().status == 200
+                conn.close()
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.2)
+        time.sleep(2)
         stop = time.monotonic() + seconds
         counts = [0] * len(tokens)
         errors = [0] * len(tokens)
@@ -181,7 +212,9 @@ def measure_throughput(env: dict[str, str], tokens: list[str], project_id: int, 
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             n = 0
             while time.monotonic() < stop:
-                conn.request("POST", "/api/v1/work/next", body=json.dumps({"project_id": project_id}), headers=headers)
+                conn.request(
+                    "POST", "/api/v1/work/next", body=json.dumps({"project_id": project_id}), headers=headers
+                )
                 body = json.loads(conn.getresponse().read())
                 assignment = body.get("assignment")
                 if not assignment:
@@ -189,7 +222,9 @@ def measure_throughput(env: dict[str, str], tokens: list[str], project_id: int, 
                     continue
                 n += 1
                 conn.request(
-                    "POST", f"/api/v1/assignments/{assignment['id']}/submit", body=json.dumps({"value": "b"}),
+                    "POST",
+                    f"/api/v1/assignments/{assignment['id']}/submit",
+                    body=json.dumps({"value": "b"}),
                     headers={**headers, "Idempotency-Key": f"t{index}-{n}"},
                 )
                 response = conn.getresponse()
@@ -207,15 +242,25 @@ def measure_throughput(env: dict[str, str], tokens: list[str], project_id: int, 
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-        return {"pairs_per_s": sum(counts) / elapsed, "pairs": sum(counts), "errors": sum(errors), "seconds": elapsed}
+        return {
+            "pairs_per_s": sum(counts) / elapsed,
+            "pairs": sum(counts),
+            "errors": sum(errors),
+            "seconds": elapsed,
+        }
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pg", default=os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+    )
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
@@ -232,29 +277,52 @@ def main() -> None:
         cfg.attributes["database_url"] = url
         cfg.attributes["skip_logging"] = True
         command.upgrade(cfg, "head")
-        config = {"DATABASE_URL": url, "REDIS_URL": args.redis, "REDIS_PREFIX": prefix, "RATELIMIT_ENABLED": False,
-                  "SECRET_KEY": "bench"}
+        config = {
+            "DATABASE_URL": url,
+            "REDIS_URL": args.redis,
+            "REDIS_PREFIX": prefix,
+            "RATELIMIT_ENABLED": False,
+            "SECRET_KEY": "bench",
+        }
         app = create_app(config)
         data = seed(app, sizes={"1k": 1000, "1M": args.large}, annotator_count=args.clients + 2)
         rows = []
         for label in ("1k", "1M"):
-            say(f"latency on the {label}-item project: {args.warmup} warm-up + {args.pairs} next/submit pairs")
+            say(
+                f"latency on the {label}-item project: {args.warmup} warm-up + {args.pairs} next/submit pairs"
+            )
             token = data["tokens"][0] if label == "1k" else data["tokens"][1]
-            rows.append((label, measure_latency(app, token, data["projects"][label], args.pairs, args.warmup)))
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": args.redis, "REDIS_PREFIX": prefix,
-               "SECRET_KEY": "bench", "RATELIMIT_ENABLED": "false"}
+            rows.append(
+                (label, measure_latency(app, token, data["projects"][label], args.pairs, args.warmup))
+            )
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "REDIS_URL": args.redis,
+            "REDIS_PREFIX": prefix,
+            "SECRET_KEY": "bench",
+            "RATELIMIT_ENABLED": "false",
+        }
         say(f"throughput: gunicorn -w {args.workers}, {args.clients} client threads, {args.seconds:.0f} s")
-        throughput = measure_throughput(env, data["tokens"][2:], data["projects"]["1M"], args.seconds, args.workers)
+        throughput = measure_throughput(
+            env, data["tokens"][2:], data["projects"]["1M"], args.seconds, args.workers
+        )
         small, large = rows[0][1], rows[1][1]
         print("| project | next p50 | next p99 | submit p50 | submit p99 |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for label, r in rows:
-            print(f"| {label} items | {r['next_p50']:.1f} ms | {r['next_p99']:.1f} ms | {r['submit_p50']:.1f} ms | {r['submit_p99']:.1f} ms |")
+            print(
+                f"| {label} items | {r['next_p50']:.1f} ms | {r['next_p99']:.1f} ms | {r['submit_p50']:.1f} ms | {r['submit_p99']:.1f} ms |"
+            )
         print()
-        print(f"ratio 1M / 1k: next p50 {large['next_p50'] / small['next_p50']:.2f}, next p99 {large['next_p99'] / small['next_p99']:.2f}")
+        print(
+            f"ratio 1M / 1k: next p50 {large['next_p50'] / small['next_p50']:.2f}, next p99 {large['next_p99'] / small['next_p99']:.2f}"
+        )
         print()
-        print(f"gunicorn -w {args.workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} next+submit pairs/s "
-              f"({throughput['pairs']:,} pairs in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)")
+        print(
+            f"gunicorn -w {args.workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} next+submit pairs/s "
+            f"({throughput['pairs']:,} pairs in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
+        )
         app.extensions["labelforce.db"].engine.dispose()
     finally:
         drop_database(args.pg, name)

@@ -38,6 +38,8 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "ENV_NAME": "production" if production else "development",
         "SECRET_KEY": secret,
         "DATABASE_URL": env.get("DATABASE_URL") or default_db,
+        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", 10),
+        "DATABASE_MAX_OVERFLOW": _int(env, "DATABASE_MAX_OVERFLOW", 20),
         "REDIS_URL": env.get("REDIS_URL") or None,
         "REDIS_PREFIX": env.get("REDIS_PREFIX", "lf:"),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 64 * 1024 * 1024),

@@ -27,11 +27,11 @@ R = TypeVar("R")
 
 __all__ = [
     "Base",
-    "retry_transaction",
     "JSONType",
     "get_session",
     "intpk",
     "money_minor",
+    "retry_transaction",
     "timestamp",
     "unit_of_work",
     "utcnow",
@@ -51,7 +51,14 @@ currency_code = Annotated[str, mapped_column(String(3))]
 timestamp = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow)]
 
 
-def build_engine(url: str, *, echo: bool = False, sqlite_begin: str | None = "IMMEDIATE") -> Engine:
+def build_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    sqlite_begin: str | None = "IMMEDIATE",
+    pool_size: int = 10,
+    max_overflow: int = 20,
+) -> Engine:
     """An engine for `url`; SQLite gets foreign keys, WAL and real transactions.
 
     `sqlite_begin` is how SQLite transactions start: IMMEDIATE (the app: writers are serialised at BEGIN),
@@ -62,7 +69,7 @@ def build_engine(url: str, *, echo: bool = False, sqlite_begin: str | None = "IM
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine, begin=sqlite_begin)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
 def _configure_sqlite(engine: Engine, *, begin: str | None) -> None:
@@ -94,9 +101,9 @@ def _configure_sqlite(engine: Engine, *, begin: str | None) -> None:
 class Database:
     """The engine and session factory of one app."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = url
-        self.engine = build_engine(url, echo=echo)
+        self.engine = build_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -106,7 +113,12 @@ class Database:
 
 def init_app(app: Flask) -> None:
     """Build the engine for `app` and commit (or roll back) each request's session once, at the edge."""
-    database = Database(app.config["DATABASE_URL"], echo=app.config.get("SQLALCHEMY_ECHO", False))
+    database = Database(
+        app.config["DATABASE_URL"],
+        echo=app.config.get("SQLALCHEMY_ECHO", False),
+        pool_size=app.config.get("DATABASE_POOL_SIZE", 10),
+        max_overflow=app.config.get("DATABASE_MAX_OVERFLOW", 20),
+    )
     app.extensions["labelforce.db"] = database
 
     @app.after_request

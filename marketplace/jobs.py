@@ -119,7 +119,9 @@ def scheduler_command(once: bool) -> None:
 def worker_command(burst: bool) -> None:
     """Run an RQ worker for the labelforce queue, inside this app's context."""
     if not current_app.config.get("REDIS_URL"):
-        raise click.ClickException("REDIS_URL is not set: without Redis, `flask jobs scheduler` runs jobs itself")
+        raise click.ClickException(
+            "REDIS_URL is not set: without Redis, `flask jobs scheduler` runs jobs itself"
+        )
     from redis import Redis
     from rq import Queue, Worker
 

@@ -2,12 +2,12 @@
 
 from marketplace.accounts.models import ApiToken, Membership, Organisation, OrgRole, PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus, Skill
-from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, Task, TaskStatus
+from marketplace.events.models import Event, EventStream, WebhookDelivery, WebhookSecret
 from marketplace.planning.models import Offer, PlanRun
-from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker, ReviewState
+from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, Task, TaskStatus
 from marketplace.quality.models import Appeal, ConsensusItem, ReviewEntry
 from marketplace.throughput.models import ProjectHealth
-from marketplace.events.models import Event, EventStream, WebhookDelivery, WebhookSecret
+from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker, ReviewState
 
 __all__ = [
     "AnnotatorProfile",
@@ -23,14 +23,14 @@ __all__ = [
     "Label",
     "Membership",
     "Offer",
-    "PlanRun",
-    "ProjectHealth",
-    "ProjectWorker",
     "OrgRole",
     "Organisation",
+    "PlanRun",
     "PlatformRole",
     "Project",
+    "ProjectHealth",
     "ProjectStatus",
+    "ProjectWorker",
     "ReviewEntry",
     "ReviewPolicy",
     "ReviewState",

@@ -174,7 +174,6 @@ def seed_demo(session: Session, *, rng: random.Random) -> bool:
 
 def _fund_demo_projects(session: Session, projects: list[Project]) -> None:
     from marketplace.billing.services import fund_project
-
     from payments.money import Money
 
     for project in projects:

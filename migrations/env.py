@@ -11,7 +11,7 @@ from sqlalchemy import JSON, engine_from_config, pool
 from sqlalchemy.types import TypeDecorator
 
 import marketplace.models  # noqa: F401  (registers every marketplace table)
-import payments.models  # noqa: F401  (registers the ledger's tables)
+import payments.models
 import payments.payout_models  # noqa: F401
 from marketplace.config import INSTANCE_DIR
 from marketplace.db import Base

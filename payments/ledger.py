@@ -67,6 +67,7 @@ def lock_accounts(session: Session, *, accounts: Iterable[Account]) -> None:
     """
     lock_balances(session, [account.id for account in accounts])
 
+
 #: serialization_failure and deadlock_detected: the database rolled the transaction back and asks for a retry
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 

@@ -62,12 +62,18 @@ class NegativeCycleError(RuntimeError):
 
 
 def _label_correct(
-    n_nodes: int, sources: IntArray, targets: IntArray, costs: IntArray, labels: IntArray
+    n_nodes: int,
+    sources: IntArray,
+    targets: IntArray,
+    costs: IntArray,
+    labels: IntArray,
+    infinity: int | None = None,
 ) -> tuple[IntArray, int]:
     """labels[target] = min(labels[target], labels[source] + cost) over the arcs until nothing changes.
 
     NumPy passes over the arcs leaving the nodes that improved (all of them at first); raises
-    NegativeCycleError if the labels keep improving for more passes than there are nodes.
+    NegativeCycleError if the labels keep improving for more passes than there are nodes. Labels at or
+    above `infinity` mean "no path yet" and do not propagate.
     """
     order = np.argsort(sources, kind="stable")
     sources = sources[order]
@@ -86,9 +92,12 @@ def _label_correct(
         total = int(lengths.sum())
         # Arc positions of every frontier node, concatenated: starts repeated plus a running offset.
         positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-        candidate = labels[sources[positions]] + costs[positions]
+        tail_labels = labels[sources[positions]]
+        candidate = tail_labels + costs[positions]
         reached = targets[positions]
         better = candidate < labels[reached]
+        if infinity is not None:
+            better &= tail_labels < infinity
         if not better.any():
             break
         reached = reached[better]
@@ -114,7 +123,9 @@ def sink_distance_potentials(n_nodes: int, residual: Residual) -> tuple[IntArray
     distance = np.full(n_nodes, unreachable, dtype=np.int64)
     distance[SINK] = 0
     # dist(tail) <- cost + dist(head): label-correcting on the reversed arcs.
-    distance, backward = _label_correct(n_nodes, residual.heads, residual.tails, residual.costs, distance)
+    distance, backward = _label_correct(
+        n_nodes, residual.heads, residual.tails, residual.costs, distance, infinity=unreachable
+    )
     stranded = distance >= unreachable
     potentials = -distance
     if not stranded.any():

@@ -20,15 +20,15 @@ def quality_tiebreak(
     arrays: Arrays, network: Network, flows: IntArray, potentials: IntArray, pair_annotators: IntArray
 ) -> IntArray:
     """Flows of an optimum with the least quality penalty; `potentials` must be optimal for `network`."""
-    placed = int(flows[network.tails == SOURCE].sum())
-    # The implied overflow arc (source -> sink, cost 0) takes part in the face like any other arc.
-    tails = np.concatenate([network.tails.astype(np.int64), [SOURCE]])
-    heads = np.concatenate([network.heads.astype(np.int64), [SINK]])
-    capacities = np.concatenate([network.capacities, [network.supply]])
-    current = np.concatenate([flows, [network.supply - placed]])
-    shifted = np.concatenate(
-        [network.costs + network.shift[network.heads] - network.shift[network.tails], [0]]
-    )
+    placed = int(flows[(network.tails == SOURCE) & (network.heads != SINK)].sum())
+    # The overflow arc (source -> sink, cost 0) takes part in the face like any other arc.
+    implied = [] if network.explicit_overflow else [0]
+    tails = np.concatenate([network.tails.astype(np.int64), np.full(len(implied), SOURCE)])
+    heads = np.concatenate([network.heads.astype(np.int64), np.full(len(implied), SINK)])
+    capacities = np.concatenate([network.capacities, np.full(len(implied), network.supply)])
+    current = np.concatenate([flows, np.full(len(implied), network.supply - placed)])
+    shifted = network.costs + network.shift[network.heads] - network.shift[network.tails]
+    shifted = np.concatenate([shifted, np.zeros(len(implied), dtype=np.int64)])
     reduced = shifted + potentials[tails] - potentials[heads]
     lower = np.where(reduced < 0, capacities, 0)
     upper = np.where(reduced > 0, 0, capacities)

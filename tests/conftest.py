@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 import redis
 from alembic import command
-from argon2 import PasswordHasher
 from alembic.config import Config
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+import payments.payout_models  # noqa: F401  (its tables are cleaned between tests too)
 from marketplace.accounts.security import set_password_hasher
 from marketplace.app import create_app
 from marketplace.db import Base, build_engine
-import payments.payout_models  # noqa: F401  (its tables are cleaned between tests too)
 from payments.db import PaymentsBase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
     with _pg_engine.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))
         for table in tables:
-            conn.execute(text(f'DELETE FROM "{table}"'))
+            conn.execute(text(f'DELETE FROM "{table}"'))  # noqa: S608  (our own table names)
         conn.execute(
             text(
                 "SELECT setval(c.oid, 1, false) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

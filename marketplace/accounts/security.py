@@ -15,6 +15,8 @@ def set_password_hasher(hasher: PasswordHasher) -> None:
     """Replace the argon2 parameters (the test suite uses cheap ones; production keeps the library's defaults)."""
     global _hasher  # noqa: PLW0603  (one hasher per process, chosen at start-up)
     _hasher = hasher
+
+
 TOKEN_PREFIX = "lf_"  # noqa: S105  (a public prefix, not a secret)
 
 

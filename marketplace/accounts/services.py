@@ -80,7 +80,9 @@ def user_for_token(session: Session, *, secret: str) -> User | None:
     row = session.execute(
         select(User, ApiToken)
         .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None), User.is_active.is_(True))
+        .where(
+            ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None), User.is_active.is_(True)
+        )
     ).first()
     if row is None:
         return None

@@ -87,6 +87,7 @@ class AnnotatorOut(ma.Schema):
 
 def profile_dict(profile: AnnotatorProfile) -> dict[str, Any]:
     """A profile as the API shows it."""
+    counts = services.label_counts(get_session(), annotator_id=profile.id)
     return {
         "id": profile.id,
         "display_name": profile.display_name,
@@ -104,9 +105,9 @@ def profile_dict(profile: AnnotatorProfile) -> dict[str, Any]:
             }
             for s in profile.skills
         ],
-        "labels_submitted": profile.labels_submitted,
-        "labels_accepted": profile.labels_accepted,
-        "labels_rejected": profile.labels_rejected,
+        "labels_submitted": counts.submitted,
+        "labels_accepted": counts.accepted,
+        "labels_rejected": counts.rejected,
     }
 
 

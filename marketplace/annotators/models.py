@@ -46,10 +46,6 @@ class AnnotatorProfile(Base):
     #: the speed the annotator declares; measured speed replaces it once known
     labels_per_hour: Mapped[float] = mapped_column(default=30.0)
     measured_labels_per_hour: Mapped[float | None]
-    labels_submitted: Mapped[int] = mapped_column(default=0)
-    labels_accepted: Mapped[int] = mapped_column(default=0)
-    labels_rejected: Mapped[int] = mapped_column(default=0)
-    active_seconds: Mapped[int] = mapped_column(default=0)
     last_seen_at: Mapped[datetime | None]
     created_at: Mapped[timestamp]
 

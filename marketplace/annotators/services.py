@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import User
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus, Skill
 from marketplace.db import utcnow
 from marketplace.errors import Conflict, InvalidInput
+from marketplace.work.models import Label, ReviewState
 
 
 def create_skill(session: Session, *, name: str, description: str = "") -> Skill:
@@ -83,3 +85,37 @@ def create_profile(
 def skill_levels(profile: AnnotatorProfile) -> dict[str, int]:
     """The profile's skills as name → level."""
     return {row.skill.name: row.level for row in profile.skills}
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """An annotator's labels by decision, and the time spent on them."""
+
+    submitted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    pending: int = 0
+    active_seconds: int = 0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        decided = self.accepted + self.rejected
+        return self.accepted / decided if decided else None
+
+
+def label_counts(session: Session, *, annotator_id: int) -> LabelCounts:
+    """Counted from the labels themselves: a decision about one annotator's label never writes another
+    annotator's row, which is what kept concurrent consensus decisions from deadlocking on profile counters."""
+    rows = session.execute(
+        select(Label.review_state, func.count(), func.coalesce(func.sum(Label.time_spent_ms), 0))
+        .where(Label.annotator_id == annotator_id)
+        .group_by(Label.review_state)
+    ).tuples()
+    by_state = {state: (int(n), int(ms)) for state, n, ms in rows}
+    return LabelCounts(
+        submitted=sum(n for n, _ in by_state.values()),
+        accepted=by_state.get(ReviewState.ACCEPTED.value, (0, 0))[0],
+        rejected=by_state.get(ReviewState.REJECTED.value, (0, 0))[0],
+        pending=by_state.get(ReviewState.PENDING.value, (0, 0))[0],
+        active_seconds=sum(ms for _, ms in by_state.values()) // 1000,
+    )

@@ -218,8 +218,8 @@ class MyEarnings(MethodView):
 
 def init_app(app: Flask, api: Api) -> None:
     """Register the billing API and the `ledger` CLI group."""
+    from marketplace.billing.cli import register_cli
     from marketplace.db import unit_of_work
-    from payments.cli import register_cli
 
     api.register_blueprint(blp)
     register_cli(app.cli, open_session=lambda: unit_of_work(app))

@@ -30,9 +30,12 @@ class LatestPlan(MethodView):
         user = current_user()
         if not is_platform_admin(user):
             role = session.scalar(
-                select(Membership.role).where(
-                    Membership.user_id == user.id, Membership.role.in_([OrgRole.ADMIN.value, OrgRole.MANAGER.value])
-                ).limit(1)
+                select(Membership.role)
+                .where(
+                    Membership.user_id == user.id,
+                    Membership.role.in_([OrgRole.ADMIN.value, OrgRole.MANAGER.value]),
+                )
+                .limit(1)
             )
             if role is None:
                 raise Forbidden("Plans are shown to managers and admins.")

@@ -15,7 +15,9 @@ routing_cli = AppGroup("routing", help="The routing plan.")
 
 @routing_cli.command("plan")
 @click.option("--project", "project_id", type=int, help="Plan one project only.")
-@click.option("--method", type=click.Choice(["flow", "greedy", "cpsat", "guided"]), default="flow", show_default=True)
+@click.option(
+    "--method", type=click.Choice(["flow", "greedy", "cpsat", "guided"]), default="flow", show_default=True
+)
 @click.option("--time-limit", type=float, help="Seconds the solver may take (cpsat, guided).")
 def plan_command(project_id: int | None, method: str, time_limit: float | None) -> None:
     """Plan offers for every available annotator (or one project)."""
@@ -26,10 +28,13 @@ def plan_command(project_id: int | None, method: str, time_limit: float | None) 
             method=method,
             project_id=project_id,
             time_limit_s=time_limit,
-            progress=lambda msg: status.update(msg),
+            progress=status.update,
         )
     amounts: dict[str, int] = dict(summary["cost"])  # type: ignore[call-overload]
-    cost = ", ".join(Money(amount, currency).format() for currency, amount in sorted(amounts.items())) or "nothing"
+    cost = (
+        ", ".join(Money(amount, currency).format() for currency, amount in sorted(amounts.items()))
+        or "nothing"
+    )
     click.echo(
         f"plan {summary['id']} ({summary['method']}, {summary['status']}): "
         f"{summary['slots_filled']:,} of {summary['slots_open']:,} open slots offered to "

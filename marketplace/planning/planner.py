@@ -54,7 +54,9 @@ def read_plan_input(
 ) -> PlanInput:
     """Open slots, available annotators and budgets, as routing instances per currency."""
     plan = PlanInput()
-    project_stmt = select(Project).where(Project.status == ProjectStatus.ACTIVE.value, Project.deadline_at > now)
+    project_stmt = select(Project).where(
+        Project.status == ProjectStatus.ACTIVE.value, Project.deadline_at > now
+    )
     if project_id is not None:
         project_stmt = project_stmt.where(Project.id == project_id)
     projects = {p.id: p for p in session.scalars(project_stmt)}
@@ -105,10 +107,14 @@ def read_plan_input(
         .tuples()
         .all()
     )
-    annotators_by_currency = _read_annotators(session, now=now, seen_window=seen_window, skill_names=skill_names, plan=plan)
+    annotators_by_currency = _read_annotators(
+        session, now=now, seen_window=seen_window, skill_names=skill_names, plan=plan
+    )
     blocked = set(
         session.execute(
-            select(ProjectWorker.project_id, ProjectWorker.annotator_id).where(ProjectWorker.blocked_at.is_not(None))
+            select(ProjectWorker.project_id, ProjectWorker.annotator_id).where(
+                ProjectWorker.blocked_at.is_not(None)
+            )
         )
         .tuples()
         .all()

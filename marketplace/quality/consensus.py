@@ -115,7 +115,9 @@ def _decide(
     task = lock_task(session, task_id)
     # Several annotators are paid at once: take their ledger locks first, in the global order, and touch their
     # rows in annotator order, so that two decisions over overlapping annotators cannot deadlock.
-    lock_accounts_for_decision(session, project=project, annotator_ids=[label.annotator_id for label in pending])
+    lock_accounts_for_decision(
+        session, project=project, annotator_ids=[label.annotator_id for label in pending]
+    )
     pending = sorted(pending, key=lambda label: (label.annotator_id, label.id))
     completed_now = task.status == TaskStatus.OPEN
     if completed_now:

@@ -17,6 +17,7 @@ from sqlalchemy import case, exists, func, select
 from sqlalchemy.orm import Session
 
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus
+from marketplace.annotators.services import label_counts
 from marketplace.billing.services import label_cost, project_budget
 from marketplace.projects.models import Project, ProjectStatus, Task, TaskStatus
 from marketplace.throughput.counters import WindowCount, window_counts
@@ -290,7 +291,7 @@ def annotator_stats(
     session: Session, *, annotator: AnnotatorProfile, now: datetime, client: redis_lib.Redis | None
 ) -> dict[str, Any]:
     """Speed, recent throughput, acceptance rate, accuracy per skill and effective hourly pay of an annotator."""
-    decided = annotator.labels_accepted + annotator.labels_rejected
+    tally = label_counts(session, annotator_id=annotator.id)
     since = now - timedelta(days=EARNINGS_DAYS)
     rows = session.execute(
         select(Assignment.leased_at, Label.created_at, Label.review_state, Assignment.price_minor)
@@ -314,12 +315,12 @@ def annotator_stats(
         },
         "throughput": {"source": source, "windows": [c.to_json() for c in counts]},
         "labels": {
-            "submitted": annotator.labels_submitted,
-            "accepted": annotator.labels_accepted,
-            "rejected": annotator.labels_rejected,
-            "pending": max(annotator.labels_submitted - decided, 0),
+            "submitted": tally.submitted,
+            "accepted": tally.accepted,
+            "rejected": tally.rejected,
+            "pending": tally.pending,
         },
-        "acceptance_rate": round(annotator.labels_accepted / decided, 4) if decided else None,
+        "acceptance_rate": round(tally.acceptance_rate, 4) if tally.acceptance_rate is not None else None,
         "accuracy": [
             {
                 "skill": s.skill.name,

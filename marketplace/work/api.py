@@ -20,7 +20,9 @@ from marketplace.quality.policy import review_submitted_label
 from marketplace.work import decisions, leasing
 from marketplace.work.models import Assignment, Label
 
-blp = Blueprint("work", __name__, url_prefix="/api/v1", description="Getting, labelling and handing back work")
+blp = Blueprint(
+    "work", __name__, url_prefix="/api/v1", description="Getting, labelling and handing back work"
+)
 
 
 class NextRequest(ma.Schema):
@@ -28,7 +30,9 @@ class NextRequest(ma.Schema):
 
 
 class SubmitRequest(ma.Schema):
-    value = fields.Raw(required=True, allow_none=False, metadata={"description": "A value of the project's label schema."})
+    value = fields.Raw(
+        required=True, allow_none=False, metadata={"description": "A value of the project's label schema."}
+    )
 
 
 class AssignmentQuery(ma.Schema):
@@ -37,7 +41,13 @@ class AssignmentQuery(ma.Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 
-def assignment_dict(assignment: Assignment, *, task: Task | None = None, project: Project | None = None, label: Label | None = None) -> dict[str, Any]:
+def assignment_dict(
+    assignment: Assignment,
+    *,
+    task: Task | None = None,
+    project: Project | None = None,
+    label: Label | None = None,
+) -> dict[str, Any]:
     """An assignment as its annotator sees it: the item, the schema, the price and the lease."""
     out: dict[str, Any] = {
         "id": assignment.id,
@@ -53,7 +63,12 @@ def assignment_dict(assignment: Assignment, *, task: Task | None = None, project
     if task is not None:
         out["task"] = {"id": task.id, "external_id": task.external_id, "payload": task.payload}
     if project is not None:
-        out["project"] = {"id": project.id, "name": project.name, "instructions": project.instructions, "label_schema": project.label_schema}
+        out["project"] = {
+            "id": project.id,
+            "name": project.name,
+            "instructions": project.instructions,
+            "label_schema": project.label_schema,
+        }
     if label is not None:
         out["label"] = label_dict(label)
     return out
@@ -91,14 +106,22 @@ class NextWork(MethodView):
         assignment = outcome.assignment
         task = session.get_one(Task, assignment.task_id)
         project = session.get_one(Project, assignment.project_id)
-        return {"assignment": assignment_dict(assignment, task=task, project=project), "reason": None, "message": None}
+        return {
+            "assignment": assignment_dict(assignment, task=task, project=project),
+            "reason": None,
+            "message": None,
+        }
 
 
 @blp.route("/assignments/<int:assignment_id>/submit")
 class Submit(MethodView):
     @blp.arguments(SubmitRequest)
     @blp.response(200)
-    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}, "required": False}])
+    @blp.doc(
+        parameters=[
+            {"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}, "required": False}
+        ]
+    )
     @retry_transaction
     def post(self, body: dict[str, Any], assignment_id: int) -> dict[str, Any]:
         """Submit the label of a live lease; a retry with the same Idempotency-Key returns the first result."""
@@ -109,7 +132,12 @@ class Submit(MethodView):
             raise InvalidInput("Idempotency-Key must have 1 to 200 characters.")
         now = utcnow()
         label, created = decisions.submit_label(
-            session, annotator=annotator, assignment_id=assignment_id, value=body["value"], idempotency_key=key, now=now
+            session,
+            annotator=annotator,
+            assignment_id=assignment_id,
+            value=body["value"],
+            idempotency_key=key,
+            now=now,
         )
         if created:
             review_submitted_label(session, label=label, now=now)
@@ -125,7 +153,11 @@ class Release(MethodView):
         """Hand the item back to the pool (voids the budget hold)."""
         session = get_session()
         annotator = current_annotator(session)
-        return assignment_dict(leasing.release_assignment(session, annotator=annotator, assignment_id=assignment_id, now=utcnow()))
+        return assignment_dict(
+            leasing.release_assignment(
+                session, annotator=annotator, assignment_id=assignment_id, now=utcnow()
+            )
+        )
 
 
 @blp.route("/assignments/<int:assignment_id>/heartbeat")
@@ -136,7 +168,9 @@ class Heartbeat(MethodView):
         """Still working: extend the lease (up to its cap)."""
         session = get_session()
         annotator = current_annotator(session)
-        return assignment_dict(leasing.extend_lease(session, annotator=annotator, assignment_id=assignment_id, now=utcnow()))
+        return assignment_dict(
+            leasing.extend_lease(session, annotator=annotator, assignment_id=assignment_id, now=utcnow())
+        )
 
 
 @blp.route("/work/assignments")
@@ -147,7 +181,11 @@ class MyAssignments(MethodView):
         """Your assignments, newest first (keyset: pass `next_after` back as `after`)."""
         session = get_session()
         annotator = current_annotator(session)
-        stmt = select(Assignment, Label).outerjoin(Label, Label.assignment_id == Assignment.id).where(Assignment.annotator_id == annotator.id)
+        stmt = (
+            select(Assignment, Label)
+            .outerjoin(Label, Label.assignment_id == Assignment.id)
+            .where(Assignment.annotator_id == annotator.id)
+        )
         if query.get("state"):
             stmt = stmt.where(Assignment.state == query["state"])
         if query["after"]:

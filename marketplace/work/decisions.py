@@ -61,15 +61,16 @@ def submit_label(
         created_at=now,
     )
     session.add(label)
-    annotator.labels_submitted += 1
-    annotator.active_seconds += elapsed_ms // 1000
     session.flush()  # generate label.id: review policies and the ledger refer to it
     return label, True
 
 
 def _task_counts(session: Session, task_id: int, **changes: Any) -> None:
     session.execute(
-        update(Task).where(Task.id == task_id).values(**changes).execution_options(synchronize_session="fetch")
+        update(Task)
+        .where(Task.id == task_id)
+        .values(**changes)
+        .execution_options(synchronize_session="fetch")
     )
 
 
@@ -111,10 +112,6 @@ def accept_label(
         if task.labels_accepted >= task.labels_needed and task.status == TaskStatus.OPEN:
             task.status = TaskStatus.COMPLETE.value
             task.completed_at = now
-    annotator = session.get_one(AnnotatorProfile, label.annotator_id)
-    annotator.labels_accepted += 1
-    if overturn:
-        annotator.labels_rejected -= 1
     if pay:
         pay_for_label(session, assignment=assignment, label_id=label.id)
     else:
@@ -139,8 +136,6 @@ def reject_label(
     label.reviewed_by_id = reviewer_id
     label.reviewed_at = now
     free_slot(session, assignment)
-    annotator = session.get_one(AnnotatorProfile, label.annotator_id)
-    annotator.labels_rejected += 1
     release_assignment_hold(session, assignment=assignment, reason=f"label {label.id} rejected")
     session.flush()
     return label

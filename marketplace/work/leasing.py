@@ -67,11 +67,14 @@ def _locking(session: Session) -> bool:
 
 def live_lease_count(session: Session, annotator_id: int) -> int:
     """How many leases the annotator holds now."""
-    return session.scalar(
-        select(func.count())
-        .select_from(Assignment)
-        .where(Assignment.annotator_id == annotator_id, Assignment.state == AssignmentState.LEASED.value)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Assignment)
+            .where(Assignment.annotator_id == annotator_id, Assignment.state == AssignmentState.LEASED.value)
+        )
+        or 0
+    )
 
 
 def eligible_projects(
@@ -197,7 +200,6 @@ def _open_assignment(
             )
             session.add(assignment)
             session.flush()  # generate assignment.id (the hold is keyed by it); the unique pair is checked here
-            hold_for_assignment(session, assignment=assignment)
             record_event(
                 session,
                 project_id=project.id,
@@ -210,17 +212,22 @@ def _open_assignment(
                     "lease_expires_at": assignment.lease_expires_at,
                 },
             )
+            worker = _worker(session, project.id, annotator.id)
+            worker.leased += 1
+            if gold:
+                worker.gold_leased += 1
+            # Last: the hold locks the project's budget row, which every lease of the project needs; taking it
+            # late keeps the time it is held (until commit) short.
+            hold_for_assignment(session, assignment=assignment)
     except IntegrityError:
         return None  # the same annotator took this item in a concurrent request
-    worker = _worker(session, project.id, annotator.id)
-    worker.leased += 1
-    if gold:
-        worker.gold_leased += 1
     return assignment
 
 
 def _planned_offers(session: Session, annotator_id: int, project_id: int | None) -> list[Offer]:
-    stmt = select(Offer).where(Offer.annotator_id == annotator_id).order_by(Offer.rank).limit(OFFERS_PER_REQUEST)
+    stmt = (
+        select(Offer).where(Offer.annotator_id == annotator_id).order_by(Offer.rank).limit(OFFERS_PER_REQUEST)
+    )
     if project_id is not None:
         stmt = stmt.where(Offer.project_id == project_id)
     if _locking(session):
@@ -243,7 +250,9 @@ def lease_next_assignment(
         return LeaseOutcome(None, "account_paused")
     if live_lease_count(session, annotator.id) >= annotator.capacity:
         return LeaseOutcome(None, "at_capacity")
-    projects = {p.id: p for p in eligible_projects(session, annotator=annotator, now=now, project_id=project_id)}
+    projects = {
+        p.id: p for p in eligible_projects(session, annotator=annotator, now=now, project_id=project_id)
+    }
     if not projects:
         return LeaseOutcome(None, "no_eligible_project")
     unaffordable: set[int] = set()
@@ -297,7 +306,9 @@ def lease_next_assignment(
     return LeaseOutcome(None, "all_slots_leased")
 
 
-def assignment_for(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, lock: bool = True) -> Assignment:
+def assignment_for(
+    session: Session, *, annotator: AnnotatorProfile, assignment_id: int, lock: bool = True
+) -> Assignment:
     """The annotator's own assignment (someone else's is not found), locked for a state change."""
     stmt = select(Assignment).where(Assignment.id == assignment_id, Assignment.annotator_id == annotator.id)
     if lock:
@@ -329,22 +340,32 @@ def _end_lease(session: Session, assignment: Assignment, *, state: AssignmentSta
         session,
         project_id=assignment.project_id,
         type=f"assignment.{state.value}",
-        data={"assignment_id": assignment.id, "task_id": assignment.task_id, "annotator_id": assignment.annotator_id},
+        data={
+            "assignment_id": assignment.id,
+            "task_id": assignment.task_id,
+            "annotator_id": assignment.annotator_id,
+        },
     )
 
 
-def release_assignment(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime) -> Assignment:
+def release_assignment(
+    session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime
+) -> Assignment:
     """Hand a leased item back to the pool and void its budget hold."""
     assignment = assignment_for(session, annotator=annotator, assignment_id=assignment_id)
     if assignment.state == AssignmentState.RELEASED:
         return assignment
     if assignment.state != AssignmentState.LEASED:
-        raise Conflict(f"This assignment is {assignment.state}; only a live lease can be released.", code="not_leased")
+        raise Conflict(
+            f"This assignment is {assignment.state}; only a live lease can be released.", code="not_leased"
+        )
     _end_lease(session, assignment, state=AssignmentState.RELEASED, now=now)
     return assignment
 
 
-def extend_lease(session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime) -> Assignment:
+def extend_lease(
+    session: Session, *, annotator: AnnotatorProfile, assignment_id: int, now: datetime
+) -> Assignment:
     """A heartbeat: extend the lease by its project's lease length, never past its cap."""
     assignment = assignment_for(session, annotator=annotator, assignment_id=assignment_id)
     if assignment.state != AssignmentState.LEASED or assignment.lease_expires_at <= now:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 07:26:27.933444
+Create Date: 2026-11-26 08:10:15.729119
 """
 
 from collections.abc import Sequence
@@ -90,10 +90,6 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('labels_per_hour', sa.Float(), nullable=False),
     sa.Column('measured_labels_per_hour', sa.Float(), nullable=True),
-    sa.Column('labels_submitted', sa.Integer(), nullable=False),
-    sa.Column('labels_accepted', sa.Integer(), nullable=False),
-    sa.Column('labels_rejected', sa.Integer(), nullable=False),
-    sa.Column('active_seconds', sa.Integer(), nullable=False),
     sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('active', 'paused')", name=op.f('ck_annotator_profiles_status_known')),

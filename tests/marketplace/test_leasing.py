@@ -27,11 +27,17 @@ def make_project(db_session, *, tasks: int = 5, budget_minor: int = 100_00, gold
     project = f.project(db_session, org, **overrides)
     rows = [(i + 1, {"external_id": f"t{i}", "payload": {"i": i}}) for i in range(tasks)]
     rows += [
-        (tasks + i + 1, {"external_id": f"g{i}", "payload": {"g": i}, "gold_answer": "cat"}) for i in range(gold)
+        (tasks + i + 1, {"external_id": f"g{i}", "payload": {"g": i}, "gold_answer": "cat"})
+        for i in range(gold)
     ]
     import_tasks(db_session, project=project, rows=rows)
     if budget_minor:
-        fund_project(db_session, project=project, amount=Money(budget_minor, "EUR"), idempotency_key=f"fund-{project.id}")
+        fund_project(
+            db_session,
+            project=project,
+            amount=Money(budget_minor, "EUR"),
+            idempotency_key=f"fund-{project.id}",
+        )
     db_session.commit()
     return project
 
@@ -92,7 +98,9 @@ def test_no_work_reasons(db_session) -> None:
 
 
 def test_budget_exhausted_stops_leasing(db_session) -> None:
-    make_project(db_session, tasks=5, budget_minor=2 * 60, pay_per_label_minor=100)  # two labels of 50 + 10 fee
+    make_project(
+        db_session, tasks=5, budget_minor=2 * 60, pay_per_label_minor=100
+    )  # two labels of 50 + 10 fee
     workers = [f.annotator(db_session, price_minor=50) for _ in range(3)]
     db_session.commit()
     assert lease(db_session, workers[0]).assignment is not None
@@ -127,12 +135,16 @@ def test_heartbeat_extends_up_to_the_cap(db_session) -> None:
     later = start + timedelta(seconds=500)
     extended = leasing.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=later)
     assert extended.lease_expires_at == later + timedelta(seconds=600)
-    leasing.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=start + timedelta(seconds=1000))
+    leasing.extend_lease(
+        db_session, annotator=worker, assignment_id=assignment.id, now=start + timedelta(seconds=1000)
+    )
     near_cap = start + timedelta(seconds=1500)
     capped = leasing.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=near_cap)
     assert capped.lease_expires_at == start + timedelta(seconds=1800)  # 3 × the lease length
     with pytest.raises(Conflict):
-        leasing.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=start + timedelta(seconds=1801))
+        leasing.extend_lease(
+            db_session, annotator=worker, assignment_id=assignment.id, now=start + timedelta(seconds=1801)
+        )
 
 
 def test_expired_leases_return_to_the_pool_and_late_submits_are_refused(db_session) -> None:
@@ -150,7 +162,11 @@ def test_expired_leases_return_to_the_pool_and_late_submits_are_refused(db_sessi
     assert project_budget(db_session, project=project).held.amount == 0
     with pytest.raises(Conflict, match="expired"):
         decisions.submit_label(
-            db_session, annotator=worker, assignment_id=assignment.id, value="cat", idempotency_key=None,
+            db_session,
+            annotator=worker,
+            assignment_id=assignment.id,
+            value="cat",
+            idempotency_key=None,
             now=start + timedelta(seconds=62),
         )
     assert leasing.expire_leases(db_session, now=start + timedelta(seconds=120)) == 0  # once only
@@ -175,7 +191,12 @@ def test_submit_is_idempotent_by_key(db_session) -> None:
     assert again.value == "dog"
     with pytest.raises(Conflict, match="already submitted"):
         decisions.submit_label(
-            db_session, annotator=worker, assignment_id=assignment.id, value="cat", idempotency_key="k2", now=now
+            db_session,
+            annotator=worker,
+            assignment_id=assignment.id,
+            value="cat",
+            idempotency_key="k2",
+            now=now,
         )
 
 
@@ -189,8 +210,15 @@ def test_planned_offers_come_first_in_rank_order_and_are_used_once(db_session) -
     db_session.flush()
     for rank, task in enumerate([tasks[3], tasks[1]], start=1):
         db_session.add(
-            Offer(plan_run_id=run.id, annotator_id=worker.id, task_id=task.id, project_id=project.id, rank=rank,
-                  price_minor=worker.price_minor, currency="EUR")
+            Offer(
+                plan_run_id=run.id,
+                annotator_id=worker.id,
+                task_id=task.id,
+                project_id=project.id,
+                rank=rank,
+                price_minor=worker.price_minor,
+                currency="EUR",
+            )
         )
     db_session.commit()
     first = lease(db_session, worker).assignment

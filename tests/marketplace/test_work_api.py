@@ -16,7 +16,11 @@ def world(db_session):
     org = f.organisation(db_session)
     manager = f.member(db_session, org, "manager")
     project = f.project(db_session, org, creator=manager, labels_per_item=1, pay_per_label_minor=100)
-    import_tasks(db_session, project=project, rows=[(i, {"external_id": f"t{i}", "payload": {"i": i}}) for i in range(3)])
+    import_tasks(
+        db_session,
+        project=project,
+        rows=[(i, {"external_id": f"t{i}", "payload": {"i": i}}) for i in range(3)],
+    )
     fund_project(db_session, project=project, amount=Money(10_00, "EUR"), idempotency_key="fund")
     worker = f.annotator(db_session, price_minor=60)
     headers = f.auth(f.token(db_session, db_session.get(User, worker.user_id)))
@@ -92,13 +96,22 @@ def test_only_annotators_get_work_and_only_their_own(client, world, db_session) 
     assert refused.get_json()["error"]["code"] == "not_an_annotator"
     assignment = client.post("/api/v1/work/next", headers=world["headers"]).get_json()["assignment"]
     for action in ("submit", "release", "heartbeat"):
-        response = client.post(f"/api/v1/assignments/{assignment['id']}/{action}", json={"value": "cat"}, headers=stranger_headers)
+        response = client.post(
+            f"/api/v1/assignments/{assignment['id']}/{action}",
+            json={"value": "cat"},
+            headers=stranger_headers,
+        )
         assert response.status_code == 404, action
 
 
 def test_project_filter_and_unknown_fields(client, world) -> None:
     headers = world["headers"]
-    assert client.post("/api/v1/work/next", json={"project_id": 999}, headers=headers).get_json()["reason"] == "no_eligible_project"
+    assert (
+        client.post("/api/v1/work/next", json={"project_id": 999}, headers=headers).get_json()["reason"]
+        == "no_eligible_project"
+    )
     assert client.post("/api/v1/work/next", json={"project_id": True}, headers=headers).status_code == 422
-    body = client.post("/api/v1/work/next", json={"project_id": world["project"].id}, headers=headers).get_json()
+    body = client.post(
+        "/api/v1/work/next", json={"project_id": world["project"].id}, headers=headers
+    ).get_json()
     assert body["assignment"]["project_id"] == world["project"].id

@@ -19,19 +19,25 @@ from payments.money import Money
 from tests import factories as f
 
 THREADS = 64
-ITEMS_PER_PROJECT = 400
+ITEMS_PER_PROJECT = 350
 PROJECTS = 3
 REDUNDANCY = 3
 
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_64_annotators_never_double_lease(app, db_session) -> None:
+def test_64_annotators_never_double_lease(app_config, make_app, db_session) -> None:
+    # one connection per annotator thread, as 64 separate clients of a deployment would have
+    app = make_app({**app_config, "DATABASE_POOL_SIZE": THREADS, "DATABASE_MAX_OVERFLOW": 8})
     org = f.organisation(db_session)
     manager = f.member(db_session, org, "manager")
     for p in range(PROJECTS):
         project = f.project(
-            db_session, org, creator=manager, labels_per_item=REDUNDANCY, review_policy="consensus",
+            db_session,
+            org,
+            creator=manager,
+            labels_per_item=REDUNDANCY,
+            review_policy="consensus",
             pay_per_label_minor=100,
         )
         rows = [(i, {"external_id": f"p{p}-{i}", "payload": {"i": i}}) for i in range(ITEMS_PER_PROJECT)]
@@ -83,9 +89,15 @@ def test_64_annotators_never_double_lease(app, db_session) -> None:
     assert len(per_task) == PROJECTS * ITEMS_PER_PROJECT
     assert all(count == REDUNDANCY and distinct == REDUNDANCY for _, count, distinct in per_task)
     tasks = db_session.scalars(select(Task)).all()
-    assert all(t.status == "complete" and t.labels_accepted == REDUNDANCY and t.labels_in_progress == 0 for t in tasks)
+    assert all(
+        t.status == "complete" and t.labels_accepted == REDUNDANCY and t.labels_in_progress == 0
+        for t in tasks
+    )
     # consensus accepted every label (they all agree), and each hold was posted exactly once
-    assert db_session.scalar(select(func.count()).select_from(Label).where(Label.review_state != "accepted")) == 0
+    assert (
+        db_session.scalar(select(func.count()).select_from(Label).where(Label.review_state != "accepted"))
+        == 0
+    )
     unresolved = db_session.scalar(
         text(
             "SELECT count(*) FROM assignments a WHERE a.hold_transaction_id IS NOT NULL AND NOT EXISTS "

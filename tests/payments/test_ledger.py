@@ -5,15 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from click import Group
-from click.testing import CliRunner
-from flask import Flask
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from payments import ledger
-from payments.cli import register_cli
 from payments.db import utcnow
 from payments.errors import (
     AccountConflict,
@@ -407,18 +403,12 @@ def test_postgresql_refuses_an_unbalanced_transaction_at_commit(books: Session, 
             conn.commit()
 
 
-def test_ledger_cli(books: Session, database_url: str) -> None:
+def test_ledger_cli(books: Session, runner) -> None:
     fund(books, 1234)
     books.commit()
-    app = Flask("cli-test")
-    app.config["DATABASE_URL"] = database_url
-    group = Group("cli")
-    register_cli(group)
-    runner = CliRunner()
-    with app.app_context():
-        checked = runner.invoke(group, ["ledger", "check", "--clearing"])
-        shown = runner.invoke(group, ["ledger", "balance", BUDGET, "eur"])
-        missing = runner.invoke(group, ["ledger", "balance", "project:404:budget", "EUR"])
+    checked = runner.invoke(args=["ledger", "check", "--clearing"])
+    shown = runner.invoke(args=["ledger", "balance", BUDGET, "eur"])
+    missing = runner.invoke(args=["ledger", "balance", "project:404:budget", "EUR"])
     assert checked.exit_code == 0, checked.output
     assert shown.exit_code == 0
     assert "posted €12.34" in shown.output
@@ -427,7 +417,6 @@ def test_ledger_cli(books: Session, database_url: str) -> None:
     assert "no account" in missing.output
     books.execute(text("UPDATE ledger_balances SET posted_minor = 1"))
     books.commit()
-    with app.app_context():
-        broken = runner.invoke(group, ["ledger", "check"])
+    broken = runner.invoke(args=["ledger", "check"])
     assert broken.exit_code == 1
     assert "cached balance" in broken.output

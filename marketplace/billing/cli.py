@@ -1,19 +1,17 @@
 """`ledger` commands: `ledger check` (the integrity check) and `ledger balance CODE CURRENCY`.
 
-Wired by the app with `register_cli(app.cli, open_session=...)`; `payments` does not know the app, so it is told
-how to open a unit of work. Without one, the command builds an engine from the Flask app's `DATABASE_URL`.
+Wired by the app with `register_cli(app.cli, open_session=...)`: the commands are told how to open a unit of work.
+They live with the marketplace, not in `payments`, which knows no web framework.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from payments.balances import balance
@@ -23,20 +21,9 @@ from payments.integrity import check_integrity
 SessionOpener = Callable[[], AbstractContextManager[Session]]
 
 
-@contextmanager
-def _session_from_app_config() -> Iterator[Session]:
-    engine = create_engine(current_app.config["DATABASE_URL"])
-    try:
-        with Session(engine) as session:
-            yield session
-            session.rollback()  # the commands only read
-    finally:
-        engine.dispose()
-
-
-def register_cli(group: click.Group, *, open_session: SessionOpener | None = None) -> None:
+def register_cli(group: click.Group, *, open_session: SessionOpener) -> None:
     """Add the `ledger` command group to `group` (usually `app.cli`)."""
-    opener = open_session or _session_from_app_config
+    opener = open_session
 
     @group.group("ledger")
     def ledger_group() -> None:
