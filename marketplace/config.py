@@ -54,6 +54,7 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE"),
         "STRIPE_TRANSFERS_PER_SECOND": _int(env, "STRIPE_TRANSFERS_PER_SECOND", 20),
         "PLAN_INTERVAL_SECONDS": _int(env, "PLAN_INTERVAL_SECONDS", 60),
+        "PLAN_OBJECTIVE": env.get("PLAN_OBJECTIVE", "production"),
         "ANNOTATOR_SEEN_WINDOW_SECONDS": _int(env, "ANNOTATOR_SEEN_WINDOW_SECONDS", 3600),
         "RATELIMIT_ENABLED": env.get("RATELIMIT_ENABLED", "true").lower() == "true",
         "RATELIMIT_DEFAULT": env.get("RATELIMIT_DEFAULT", "6000 per minute"),

@@ -57,6 +57,7 @@ def run_plan(
             now=utcnow(),
             fee_bps=app.config["PLATFORM_FEE_BPS"],
             method=method,
+            objective=app.config["PLAN_OBJECTIVE"],
             project_id=project_id,
             seen_window=timedelta(seconds=app.config["ANNOTATOR_SEEN_WINDOW_SECONDS"]),
             time_limit_s=time_limit_s,

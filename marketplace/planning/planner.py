@@ -197,6 +197,7 @@ def plan_offers(
     now: datetime,
     fee_bps: int,
     method: str = "flow",
+    objective: str = "production",
     project_id: int | None = None,
     seen_window: timedelta = timedelta(hours=1),
     time_limit_s: float | None = None,
@@ -204,6 +205,9 @@ def plan_offers(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[PlanRun, dict[str, dict[str, int]]]:
     """Solve the routing problem and replace the offers of every annotator it planned for, atomically.
+
+    `objective="production"` keeps the exact lexicographic objective (priority placed, then price) and breaks its
+    ties by annotator accuracy; "exact" leaves ties to the solver.
 
     Returns the recorded run and each currency's annotator potentials (to warm-start the next plan).
     """
@@ -224,6 +228,7 @@ def plan_offers(
             method=method,
             time_limit_s=time_limit_s,
             warm_potentials=(warm_potentials or {}).get(currency),
+            objective=objective,
         )
         statuses.append(result.status)
         stats[currency] = {k: v for k, v in result.stats.items() if isinstance(v, (int, float, str, bool))}
