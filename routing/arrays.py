@@ -7,7 +7,7 @@ block (the tasks of one skill x the annotators having that skill), cut into row 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,6 +53,9 @@ class Arrays:
     project_names: tuple[str, ...]
     project_max_slots: IntArray  # per project: slot limit, -1 when unlimited
     project_budget: IntArray  # per project: money limit in minor units, -1 when unlimited
+    # pairs that may not be assigned (local indices), usually few: an annotator who already had the item
+    excluded_task: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    excluded_annotator: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_tasks(self) -> int:
@@ -128,6 +131,11 @@ def instance_arrays(instance: Instance, budgets: Mapping[str, ProjectBudget] | N
         value = None if entry is None else getattr(entry, attribute)
         return -1 if value is None else int(value)
 
+    annotator_index = {a.id: i for i, a in enumerate(annotators)}
+    excluded = [
+        (t, annotator_index[a]) for t, task in enumerate(tasks) for a in task.excluded if a in annotator_index
+    ]
+    excluded_pairs = np.asarray(excluded, dtype=np.int64).reshape(-1, 2)
     penalties = np.fromiter(
         (
             round(QUALITY_PENALTY_SCALE * (1.0 - (a.quality if a.quality is not None else 0.0)))
@@ -157,6 +165,8 @@ def instance_arrays(instance: Instance, budgets: Mapping[str, ProjectBudget] | N
         project_names=project_names,
         project_max_slots=np.asarray([_limit(p, "max_slots") for p in project_names], dtype=np.int64),
         project_budget=np.asarray([_limit(p, "budget") for p in project_names], dtype=np.int64),
+        excluded_task=excluded_pairs[:, 0].copy(),
+        excluded_annotator=excluded_pairs[:, 1].copy(),
     )
 
 
@@ -202,7 +212,29 @@ def subset_arrays(arrays: Arrays, task_index: IntArray, annotator_index: IntArra
         skill_tasks=tuple(skill_tasks),
         skill_annotators=tuple(skill_annotators),
         skill_levels=tuple(skill_levels),
+        **_subset_exclusions(arrays, task_map, annotator_map),
     )
+
+
+def _subset_exclusions(arrays: Arrays, task_map: IntArray, annotator_map: IntArray) -> dict[str, IntArray]:
+    tasks = task_map[arrays.excluded_task]
+    annotators = annotator_map[arrays.excluded_annotator]
+    keep = (tasks >= 0) & (annotators >= 0)
+    return {"excluded_task": tasks[keep], "excluded_annotator": annotators[keep]}
+
+
+def drop_excluded(arrays: Arrays, tasks: IntArray, annotators: IntArray, eligible: BoolArray) -> None:
+    """Clear, in place, the cells of an eligibility block (rows `tasks` x columns `annotators`) that are excluded."""
+    if arrays.excluded_task.size == 0:
+        return
+    row = np.full(arrays.n_tasks, -1, dtype=np.int64)
+    row[tasks] = np.arange(len(tasks))
+    column = np.full(arrays.n_annotators, -1, dtype=np.int64)
+    column[annotators] = np.arange(len(annotators))
+    rows = row[arrays.excluded_task]
+    columns = column[arrays.excluded_annotator]
+    inside = (rows >= 0) & (columns >= 0)
+    eligible[rows[inside], columns[inside]] = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +266,7 @@ def iter_blocks(arrays: Arrays, chunk_cells: int = CHUNK_CELLS) -> Iterator[Bloc
             eligible &= price[None, :] <= arrays.task_max_price[chunk][:, None]
             # floor(lph x deadline) >= 1: at least one label fits before the deadline.
             eligible &= np.multiply.outer(arrays.task_deadline[chunk], lph) >= 1.0
+            drop_excluded(arrays, chunk, members, eligible)
             yield Block(tasks=chunk, annotators=members, eligible=eligible)
 
 

@@ -52,6 +52,8 @@ def find_violations(
             problems.append(
                 f"{annotator_id} costs {annotator.price} > max_price {task.max_price} of {task_id}"
             )
+        if annotator_id in task.excluded:
+            problems.append(f"{annotator_id} is excluded from {task_id}")
         per_task[task_id].append(annotator_id)
         per_annotator[annotator_id].append(task_id)
 

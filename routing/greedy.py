@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from routing.arrays import Arrays, IntArray
+from routing.arrays import Arrays, IntArray, drop_excluded
 from routing.exact import EngineSolution
 from routing.result import StatValue
 
@@ -60,6 +60,7 @@ def solve_greedy(
             arrays.annotator_capacity[candidates].astype(np.float64),
         )
         ok = (levels[:affordable] >= arrays.task_min_level[task]) & (taken[candidates] + 1 <= limit)
+        drop_excluded(arrays, np.asarray([task], dtype=np.int64), candidates, ok[None, :])
         project = int(arrays.task_project[task])
         for annotator in candidates[ok].tolist():
             if need == 0:

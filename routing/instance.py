@@ -34,6 +34,8 @@ class Task:
     max_price: int
     priority: int = 1
     project: str | None = None
+    #: annotators who may not take this task (they already labelled, skipped or lost the item)
+    excluded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ _TASK_FIELDS = {
     "max_price",
     "priority",
     "project",
+    "excluded",
 }
 _TASK_REQUIRED = ("id", "skill", "min_level", "labels_needed", "deadline_hours", "max_price")
 _ANNOTATOR_FIELDS = {"id", "skills", "price", "capacity", "labels_per_hour", "quality"}
@@ -160,6 +163,10 @@ def validate_task(path: str, task: Task) -> None:
     _require_int(f"{path}.priority", task.priority)
     if task.project is not None:
         _require_str(f"{path}.project", task.project)
+    if not isinstance(task.excluded, frozenset):
+        raise InstanceError(f"{path}.excluded", f"expected a set of annotator ids, got {_json_name(task.excluded)}")
+    for annotator_id in task.excluded:
+        _require_str(f"{path}.excluded", annotator_id)
 
 
 def validate_annotator(path: str, annotator: Annotator) -> None:
@@ -235,6 +242,7 @@ def _task_from_json(path: str, raw: object) -> Task:
         max_price=data["max_price"],
         priority=data.get("priority", 1),
         project=data.get("project"),
+        excluded=frozenset(_excluded_from_json(f"{path}.excluded", data.get("excluded", []))),
     )
     validate_task(path, task)
     # Deadlines may be written as integers in JSON; the engine works with floats.
@@ -247,7 +255,12 @@ def _task_from_json(path: str, raw: object) -> Task:
         max_price=task.max_price,
         priority=task.priority,
         project=task.project,
+        excluded=task.excluded,
     )
+
+
+def _excluded_from_json(path: str, raw: object) -> list[str]:
+    return [_require_str(f"{path}[{index}]", value) for index, value in enumerate(_require_list(path, raw))]
 
 
 def _annotator_from_json(path: str, raw: object) -> Annotator:
@@ -335,6 +348,8 @@ def instance_to_json(instance: Instance) -> dict[str, Any]:
         }
         if task.project is not None:
             encoded["project"] = task.project
+        if task.excluded:
+            encoded["excluded"] = sorted(task.excluded)
         tasks.append(encoded)
     annotators: list[dict[str, Any]] = []
     for annotator in instance.annotators:

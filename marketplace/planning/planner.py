@@ -78,6 +78,32 @@ def read_plan_input(
         )
         .order_by(Task.id)
     ).tuples()
+    # Pairs that may not be offered: the annotator already had the item (any state), or is blocked from its
+    # project. The engine excludes them, so their slots go to someone else rather than being dropped.
+    plan.done_pairs = set(
+        session.execute(
+            select(Assignment.task_id, Assignment.annotator_id)
+            .join(Task, Task.id == Assignment.task_id)
+            .where(Task.project_id.in_(projects), Task.status == TaskStatus.OPEN.value)
+        )
+        .tuples()
+        .all()
+    )
+    plan.blocked = set(
+        session.execute(
+            select(ProjectWorker.project_id, ProjectWorker.annotator_id).where(
+                ProjectWorker.blocked_at.is_not(None), ProjectWorker.project_id.in_(projects)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    excluded: dict[int, set[str]] = defaultdict(set)
+    for task_id, annotator_id in plan.done_pairs:
+        excluded[task_id].add(str(annotator_id))
+    blocked_from: dict[int, frozenset[str]] = {}
+    for pid, annotator_id in plan.blocked:
+        blocked_from[pid] = blocked_from.get(pid, frozenset()) | {str(annotator_id)}
     tasks_by_currency: dict[str, list[routing.Task]] = defaultdict(list)
     for task_id, pid, priority, slots in task_rows:
         project = projects[pid]
@@ -92,34 +118,15 @@ def read_plan_input(
                 max_price=project.pay_per_label_minor,
                 priority=int(priority) + PRIORITY_SHIFT,
                 project=str(pid),
+                excluded=blocked_from.get(pid, frozenset()) | excluded.get(task_id, set()),
             )
         )
         plan.task_project[task_id] = pid
         plan.task_rank_key[task_id] = (deadline_hours, -int(priority), task_id)
         plan.slots_open += int(slots)
-    # Pairs that may not be offered again: the annotator already had the item (any state).
-    plan.done_pairs = set(
-        session.execute(
-            select(Assignment.task_id, Assignment.annotator_id)
-            .join(Task, Task.id == Assignment.task_id)
-            .where(Task.project_id.in_(projects), Task.status == TaskStatus.OPEN.value)
-        )
-        .tuples()
-        .all()
-    )
     annotators_by_currency = _read_annotators(
         session, now=now, seen_window=seen_window, skill_names=skill_names, plan=plan
     )
-    blocked = set(
-        session.execute(
-            select(ProjectWorker.project_id, ProjectWorker.annotator_id).where(
-                ProjectWorker.blocked_at.is_not(None)
-            )
-        )
-        .tuples()
-        .all()
-    )
-    plan.blocked = blocked
     for currency, tasks in tasks_by_currency.items():
         annotators = annotators_by_currency.get(currency, [])
         if not annotators:
