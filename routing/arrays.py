@@ -194,6 +194,9 @@ def subset_arrays(arrays: Arrays, task_index: IntArray, annotator_index: IntArra
         keep = local_members >= 0
         skill_annotators.append(local_members[keep])
         skill_levels.append(levels[keep])
+    excluded_tasks = task_map[arrays.excluded_task]
+    excluded_annotators = annotator_map[arrays.excluded_annotator]
+    kept = (excluded_tasks >= 0) & (excluded_annotators >= 0)
     return replace(
         arrays,
         task_origin=arrays.task_origin[task_index],
@@ -212,15 +215,9 @@ def subset_arrays(arrays: Arrays, task_index: IntArray, annotator_index: IntArra
         skill_tasks=tuple(skill_tasks),
         skill_annotators=tuple(skill_annotators),
         skill_levels=tuple(skill_levels),
-        **_subset_exclusions(arrays, task_map, annotator_map),
+        excluded_task=excluded_tasks[kept],
+        excluded_annotator=excluded_annotators[kept],
     )
-
-
-def _subset_exclusions(arrays: Arrays, task_map: IntArray, annotator_map: IntArray) -> dict[str, IntArray]:
-    tasks = task_map[arrays.excluded_task]
-    annotators = annotator_map[arrays.excluded_annotator]
-    keep = (tasks >= 0) & (annotators >= 0)
-    return {"excluded_task": tasks[keep], "excluded_annotator": annotators[keep]}
 
 
 def drop_excluded(arrays: Arrays, tasks: IntArray, annotators: IntArray, eligible: BoolArray) -> None:

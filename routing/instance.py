@@ -164,7 +164,9 @@ def validate_task(path: str, task: Task) -> None:
     if task.project is not None:
         _require_str(f"{path}.project", task.project)
     if not isinstance(task.excluded, frozenset):
-        raise InstanceError(f"{path}.excluded", f"expected a set of annotator ids, got {_json_name(task.excluded)}")
+        raise InstanceError(
+            f"{path}.excluded", f"expected a set of annotator ids, got {_json_name(task.excluded)}"
+        )
     for annotator_id in task.excluded:
         _require_str(f"{path}.excluded", annotator_id)
 

@@ -25,9 +25,15 @@ FEE_BPS = 2000
 def make_project(db_session, *, items: int, budget_minor: int = 1_000_00, **overrides):
     org = f.organisation(db_session)
     project = f.project(db_session, org, **overrides)
-    import_tasks(db_session, project=project, rows=[(i, {"external_id": f"i{i}", "payload": {"i": i}}) for i in range(items)])
+    import_tasks(
+        db_session,
+        project=project,
+        rows=[(i, {"external_id": f"i{i}", "payload": {"i": i}}) for i in range(items)],
+    )
     if budget_minor:
-        fund_project(db_session, project=project, amount=Money(budget_minor, "EUR"), idempotency_key=f"f{project.id}")
+        fund_project(
+            db_session, project=project, amount=Money(budget_minor, "EUR"), idempotency_key=f"f{project.id}"
+        )
     return project
 
 
@@ -78,7 +84,9 @@ def test_live_leases_take_their_slots_and_their_annotator_out(db_session) -> Non
     project = make_project(db_session, items=1, labels_per_item=2)
     first, second, third = (f.annotator(db_session) for _ in range(3))
     db_session.commit()
-    leased = leasing.lease_next_assignment(db_session, annotator=first, now=utcnow(), fee_bps=FEE_BPS).assignment
+    leased = leasing.lease_next_assignment(
+        db_session, annotator=first, now=utcnow(), fee_bps=FEE_BPS
+    ).assignment
     db_session.commit()
     run = plan(db_session)
     assert run.slots_open == 1
@@ -119,7 +127,9 @@ def test_a_new_plan_replaces_the_offers_and_next_task_uses_them(db_session) -> N
     second_run = plan(db_session)
     assert {o.plan_run_id for o in offers(db_session)} == {second_run.id}
     planned = [o.task_id for o in offers(db_session)]
-    got = leasing.lease_next_assignment(db_session, annotator=worker, now=utcnow(), fee_bps=FEE_BPS).assignment
+    got = leasing.lease_next_assignment(
+        db_session, annotator=worker, now=utcnow(), fee_bps=FEE_BPS
+    ).assignment
     db_session.commit()
     assert got.source == "plan"
     assert got.task_id == planned[0]
