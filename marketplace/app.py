@@ -38,6 +38,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf = CSRFProtect(app)
     app.extensions["csrf"] = csrf
     api = api_module.init_app(app)
+    from marketplace import ratelimit
+
+    ratelimit.init_app(app)
 
     from marketplace import jobs, seed
     from marketplace.accounts import api as accounts_api

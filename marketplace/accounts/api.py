@@ -7,6 +7,7 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask
 from flask.views import MethodView
+from flask_limiter.util import get_remote_address
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from marketplace.accounts.models import Membership, Organisation
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.api import Api
 from marketplace.db import get_session
+from marketplace.ratelimit import LOGIN_LIMIT, limiter
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1", description="Authentication and identity")
 
@@ -51,6 +53,8 @@ class MeResponse(ma.Schema):
 
 @blp.route("/tokens")
 class Tokens(MethodView):
+    decorators = [limiter.limit(LOGIN_LIMIT, key_func=get_remote_address, methods=["POST"])]
+
     @blp.arguments(TokenRequest)
     @blp.response(201, TokenResponse)
     @blp.doc(security=[])

@@ -154,3 +154,19 @@ def test_only_platform_admin_creates_skills(client, db_session) -> None:
     )
     names = [s["name"] for s in client.get("/api/v1/skills", headers=f.auth(plain_secret)).get_json()]
     assert names == ["audio"]
+
+
+def test_password_logins_are_rate_limited(app_config, make_app, db_session) -> None:
+    user = f.user(db_session)
+    db_session.commit()
+    client = make_app({**app_config, "RATELIMIT_ENABLED": True}).test_client()
+    statuses = [
+        client.post("/api/v1/tokens", json={"email": user.email, "password": "wrong-password"}).status_code
+        for _ in range(11)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+    limited = client.post("/api/v1/tokens", json={"email": user.email, "password": f.PASSWORD})
+    assert limited.status_code == 429
+    assert limited.get_json()["error"]["code"] == "too_many_requests"
+    assert "Retry-After" in limited.headers
