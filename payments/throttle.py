@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 
@@ -85,7 +85,7 @@ class LocalTokenBucket:
 class RedisTokenBucket:
     """A bucket in Redis shared by every process that uses the same key."""
 
-    def __init__(self, client: redis.Redis[Any], *, key: str, rate: float, capacity: float | None = None):
+    def __init__(self, client: redis.Redis, *, key: str, rate: float, capacity: float | None = None):
         if rate <= 0:
             raise ValueError("the rate must be positive")
         self.client = client
@@ -141,7 +141,7 @@ class Throttle:
 
 
 def transfer_throttle(
-    *, rate: float, client: redis.Redis[Any] | None, key: str, max_wait: float = 60.0
+    *, rate: float, client: redis.Redis | None, key: str, max_wait: float = 60.0
 ) -> Throttle:
     """The throttle for transfer calls: shared through Redis when a client is given, per process otherwise."""
     bucket: TokenBucket = (
