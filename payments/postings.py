@@ -258,10 +258,20 @@ def _insert_ignoring_conflicts(
 
 
 def _account_by_key(session: Session, key: AccountKey) -> Account | None:
+    # Accounts are never changed once written (on PostgreSQL a trigger refuses it), so one read per unit of work
+    # is enough: a lease touches three accounts several times. An account rolled back with a savepoint has left
+    # the session and is read again.
+    cache: dict[AccountKey, Account] = session.info.setdefault("ledger_accounts", {})
+    cached = cache.get(key)
+    if cached is not None and cached in session:
+        return cached
     code, currency = key
-    return session.scalars(
+    account = session.scalars(
         select(Account).where(Account.code == code, Account.currency == currency)
     ).one_or_none()
+    if account is not None:
+        cache[key] = account
+    return account
 
 
 def get_account(session: Session, *, code: str, currency: str) -> Account:

@@ -8,7 +8,9 @@ import resource
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import numpy as np
 
@@ -34,7 +36,8 @@ class SolveOptions:
     # guided method (run to certification, so still exact) above it.
     guided_threshold_cells: int = 4_000_000
     guided: GuidedOptions = field(default_factory=GuidedOptions)
-    workers: int = 2  # processes for independent skill pools
+    # Processes for independent skill pools (spawned: a calling script needs the __main__ guard).
+    workers: int = 2
     parallel_min_cells: int = 4_000_000  # below this, pools are solved in-process one after another
 
 
@@ -200,19 +203,26 @@ def solve(
             )
             for part in parts
         ]
-        outcomes = _run_jobs(jobs, options)
+        outcomes, where = _run_jobs(jobs, options)
+        result = _merge(instance, method, outcomes, started=started, split_s=split_s)
+        return replace(result, stats=MappingProxyType({**result.stats, "parallel": where}))
     return _merge(instance, method, outcomes, started=started, split_s=split_s)
 
 
-def _run_jobs(jobs: list[PartJob], options: SolveOptions) -> list[PartOutcome]:
+def _run_jobs(jobs: list[PartJob], options: SolveOptions) -> tuple[list[PartOutcome], str]:
     total_cells = sum(job.arrays.block_cells() for job in jobs)
     if options.workers <= 1 or len(jobs) <= 1 or total_cells < options.parallel_min_cells:
-        return [solve_part(job) for job in jobs]
+        return [solve_part(job) for job in jobs], "in-process"
     # "spawn" starts clean interpreters: no inherited locks or threads from the caller (a web worker, a
-    # job runner); the pools are small NumPy arrays, cheap to send.
+    # job runner); the pools are small NumPy arrays, cheap to send. Like any spawn pool it re-imports the
+    # caller's main module, so a script calling solve() needs the `if __name__ == "__main__":` guard;
+    # without it the workers die at start-up and the pools are solved here, one after another.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(options.workers, len(jobs)), mp_context=context) as pool:
-        return list(pool.map(solve_part, jobs))
+    try:
+        with ProcessPoolExecutor(max_workers=min(options.workers, len(jobs)), mp_context=context) as pool:
+            return list(pool.map(solve_part, jobs)), f"{min(options.workers, len(jobs))} processes"
+    except BrokenProcessPool:
+        return [solve_part(job) for job in jobs], "in-process (worker processes failed to start)"
 
 
 def _peak_memory(outcomes: list[PartOutcome]) -> float:
