@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -18,6 +18,7 @@ from marketplace.api import Api, Currency, MoneySchema, StrictInteger
 from marketplace.billing import services
 from marketplace.db import get_session
 from marketplace.errors import InvalidInput
+from marketplace.projects.models import Project
 from payments.money import Money
 
 blp = Blueprint(
@@ -156,6 +157,8 @@ class ProjectFunding(MethodView):
                 details={"currency": f"must be {project.currency}"},
             )
         key = _client_key(body)
+        if current_app.config.get("PAYOUT_GATEWAY") == "stripe":
+            return _request_stripe_funding(session, project=project, amount=amount, key=key)
         transaction = services.fund_project(session, project=project, amount=amount, idempotency_key=key)
         funding = {
             "transaction_id": transaction.id,
@@ -164,6 +167,35 @@ class ProjectFunding(MethodView):
             "created_at": transaction.created_at,
         }
         return {**_budget_dict(project), "funding": funding}
+
+
+def _request_stripe_funding(session: Any, *, project: Project, amount: Money, key: str) -> Response:
+    """With Stripe the platform collects the money first: a PaymentIntent now, the budget credited by the
+    `payment_intent.succeeded` webhook (once, whatever Stripe redelivers). 202: nothing is booked yet."""
+    from marketplace.payouts.services import get_gateway
+    from payments.webhooks import request_funding
+
+    row, intent = request_funding(
+        session,
+        gateway=get_gateway(),
+        reference=f"project:{project.id}",
+        amount=amount,
+        idempotency_key=f"project:{project.id}:{key}",
+    )
+    body = {
+        **BudgetOut().dump(_budget_dict(project)),
+        "funding": {
+            "status": "awaiting_payment",
+            "idempotency_key": key,
+            "amount": amount.to_json(),
+            "payment_intent": intent.id,
+            "client_secret": intent.client_secret,
+            "funding_id": row.id,
+        },
+    }
+    response = jsonify(body)
+    response.status_code = 202
+    return response
 
 
 @blp.route("/projects/<int:project_id>/budget")

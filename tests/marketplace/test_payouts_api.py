@@ -62,10 +62,6 @@ def app_config(app_config: dict[str, Any], fake_stripe_server: FakeStripeServer)
 @pytest.fixture
 def app(app_config: dict[str, Any], fake_stripe: FakeStripe) -> Iterator[Flask]:
     application = create_app(app_config)
-    if "payouts" not in application.blueprints:  # until the app factory wires payouts in itself
-        from marketplace.payouts import init_app
-
-        init_app(application, application.extensions["flask-smorest"]["apis"][""]["ext_obj"])
     # Without a queue, work scheduled by a request runs in-process once its response is closed (as a server
     # does after sending it); the one test of the RQ path puts the URL back.
     application.config["REDIS_URL"] = None
@@ -501,3 +497,33 @@ def test_a_stripe_funding_credits_the_project_budget_when_the_webhook_confirms_i
     )  # cleared into the Stripe balance by the charge's balance transaction
     assert stripe_balance.posted == Money(39_000, "EUR")
     assert ledger.check_integrity(db_session, clearing_at_zero=True) == []
+
+
+def test_stripe_funding_credits_the_budget_only_when_stripe_confirms(
+    app: Flask, client: FlaskClient, db_session: Session, fake_stripe: FakeStripe
+) -> None:
+    org = f.organisation(db_session)
+    manager = f.member(db_session, org, "manager")
+    project = f.project(db_session, org, creator=manager)
+    headers = {**f.auth(f.token(db_session, manager)), "Idempotency-Key": "fund-1"}
+    db_session.commit()
+    url = f"/api/v1/projects/{project.id}/funding"
+    asked = client.post(url, json={"amount_minor": 50_000, "currency": "EUR"}, headers=headers)
+    assert asked.status_code == 202, asked.get_json()
+    funding = asked.get_json()["funding"]
+    assert funding["status"] == "awaiting_payment"
+    assert funding["client_secret"]
+    assert asked.get_json()["funded"]["amount_minor"] == 0  # nothing is booked before Stripe confirms
+    again = client.post(url, json={"amount_minor": 50_000, "currency": "EUR"}, headers=headers)
+    assert again.get_json()["funding"]["payment_intent"] == funding["payment_intent"]
+    succeeded = (
+        fake_stripe.succeed_payment_intent(funding["payment_intent"])
+        and fake_stripe.events_of("payment_intent.succeeded")[-1]
+    )
+    for _ in range(2):  # Stripe may deliver an event twice
+        assert _deliver(client, succeeded).status_code == 200
+    with app.app_context():
+        webhooks.process_pending_events(services.session_scope(app), gateway=services.get_gateway(app))
+    budget = client.get(f"/api/v1/projects/{project.id}/budget", headers=headers).get_json()
+    assert budget["funded"]["amount_minor"] == 50_000
+    assert ledger.check_integrity(db_session) == []
