@@ -104,6 +104,12 @@ def solve_part(job: PartJob) -> PartOutcome:
     )
 
 
+def _share_sample(options: SolveOptions, share: float) -> SolveOptions:
+    # The sampling budget is for the whole instance: each pool samples the same share of its tasks.
+    sample_cells = max(1, round(options.guided.sample_cells * share))
+    return replace(options, guided=replace(options.guided, sample_cells=sample_cells))
+
+
 def _merge_status(statuses: list[str]) -> str:
     for worst in ("overflow", "infeasible", "timeout", "feasible"):
         if worst in statuses:
@@ -191,12 +197,13 @@ def solve(
         parts = split_components(arrays)
         weight = priority_weight(placeable(arrays))
         split_s = time.perf_counter() - started
+        total_cells = max(1, sum(part.block_cells() for part in parts))
         jobs = [
             PartJob(
                 arrays=part,
                 method=method,
                 prefer_quality=prefer_quality,
-                options=options,
+                options=_share_sample(options, part.block_cells() / total_cells),
                 warm_shadow=_warm_array(instance, warm_potentials, part),
                 seconds_left=None if time_limit_s is None else time_limit_s - split_s,
                 weight=weight,

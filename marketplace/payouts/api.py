@@ -21,6 +21,7 @@ from marketplace.accounts.auth import current_annotator, current_user, require_p
 from marketplace.accounts.models import PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.api import Api, Currency, StrictInteger
+from marketplace.billing.agreement import check_earnings
 from marketplace.db import get_session, utcnow
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.payouts import services
@@ -297,6 +298,8 @@ class Reconciliation(MethodView):
                 for t in report.totals
             ],
             "rows": [dict(zip(reconciliation.CSV_COLUMNS, _json_row(r), strict=True)) for r in report.rows],
+            # the accepted labels of the period against the ledger's payments for them
+            "earnings": check_earnings(get_session(), start=start, end=end).to_json(),
         }
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from marketplace.billing.agreement import check_earnings
 from marketplace.db import unit_of_work, utcnow
 from marketplace.payouts import services
 from payments import payout_runs, reconciliation, webhooks
@@ -151,6 +152,7 @@ def reconcile_command(start: datetime, end: datetime, csv_path: Path | None) -> 
         report = reconciliation.reconcile(
             session, gateway=services.get_gateway(), start=period_start, end=period_end, now=utcnow()
         )
+        earnings = check_earnings(session, start=period_start, end=period_end)
         session.rollback()
     out = Console()
     table = Table(title=f"Reconciliation {first} – {last} ({report.gateway})")
@@ -168,6 +170,16 @@ def reconcile_command(start: datetime, end: datetime, csv_path: Path | None) -> 
     for row in report.discrepancies:
         out.print(
             f"[red]{row.status.value}[/red] payout {row.payout_id or '-'} {row.payee or ''} {row.notes}"
+        )
+    for total in earnings.to_json()["totals"]:
+        out.print(
+            f"labels accepted: {earnings.labels_accepted:,}; earned "
+            f"{Money(total['earned_minor'], total['currency']).format()}, paid by the ledger "
+            f"{Money(total['paid_minor'], total['currency']).format()}"
+        )
+    for item in earnings.disagreeing:
+        out.print(
+            f"[red]label {item['label_id']}[/red]: price {item['price_minor']}, paid {item['paid_minor']}"
         )
     if csv_path is not None:
         with csv_path.open("w", newline="", encoding="utf-8") as stream:

@@ -221,6 +221,7 @@ def test_independent_skill_pools_are_solved_as_components_in_worker_processes() 
     result = solve(instance, options=parallel)
     check_result(instance, result)
     assert result.stats["components"] == 2
+    assert result.stats["parallel"] == "2 processes"
     assert result.assigned == 3
     assert objective(result) == objective(solve(instance, options=SolveOptions(workers=1)))
 
