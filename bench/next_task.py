@@ -130,13 +130,16 @@ def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, 
     return out
 
 
-def measure_latency(app: Any, token: str, project_id: int, pairs: int, warmup: int) -> dict[str, float]:
-    """next and submit latencies (ms) of one annotator looping next → submit in-process."""
+def measure_latency(
+    app: Any, tokens: list[str], project_id: int, pairs: int, warmup: int
+) -> dict[str, float]:
+    """next and submit latencies (ms) of annotators taking turns at next → submit, in-process, one at a time
+    (an annotator labels an item once: the 1k-item project, at 3 labels per item, needs several of them)."""
     client = app.test_client()
-    headers = {"Authorization": f"Bearer {token}"}
     nexts: list[float] = []
     submits: list[float] = []
     for i in range(warmup + pairs):
+        headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
         started = time.perf_counter()
         response = client.post("/api/v1/work/next", json={"project_id": project_id}, headers=headers)
         took_next = time.perf_counter() - started
@@ -285,7 +288,7 @@ def main() -> None:
             "SECRET_KEY": "bench",
         }
         app = create_app(config)
-        data = seed(app, sizes={"1k": 1000, "1M": args.large}, annotator_count=args.clients + 2)
+        data = seed(app, sizes={"1k": 1000, "1M": args.large}, annotator_count=args.clients + 6)
         rows = []
         for label in ("1k", "1M"):
             say(

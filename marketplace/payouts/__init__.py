@@ -12,9 +12,10 @@ def init_app(app: Flask, api: Api) -> None:
     that credits project budgets when Stripe confirms a funding."""
     from marketplace.jobs import register_periodic
     from marketplace.payouts import api as payouts_api
-    from marketplace.payouts import cli, jobs, services, webhooks
+    from marketplace.payouts import cli, jobs, outbox, services, webhooks
     from payments import webhooks as payment_webhooks
 
+    assert outbox  # imported for its listener: payout outcomes go to the event outbox
     payouts_api.init_app(app, api)
     webhooks.init_app(app)
     cli.init_app(app)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import User
 from marketplace.app import create_app
+from marketplace.events.models import Event
 from marketplace.payouts import services
 from payments import ledger, webhooks
 from payments.db import utcnow
@@ -288,6 +289,11 @@ def test_reconciliation_as_json_and_csv(
 
     assert report["counts"] == {"matched": 1}
     assert report["discrepancies"] == 0
+    assert report["earnings"]["disagreeing_labels"] == 0
+    sent = db_session.scalars(select(Event).where(Event.type == "payout.sent")).all()
+    assert [
+        (e.data["payout_id"], e.data["annotator_id"], e.data["amount"]["amount_minor"]) for e in sent
+    ] == [(payout_id, annotator_id, 3000)]
     assert report["totals"] == [
         {"currency": "EUR", "ledger_minor": 3000, "stripe_minor": 3000, "difference_minor": 0}
     ]
