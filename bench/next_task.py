@@ -144,8 +144,8 @@ def measure_latency(
         response = client.post("/api/v1/work/next", json={"project_id": project_id}, headers=headers)
         took_next = time.perf_counter() - started
         body = response.get_json()
-        assignment = body["assignment"]
-        if assignment is None:
+        assignment = body.get("assignment")
+        if response.status_code != 200 or assignment is None:
             raise SystemExit(f"no work after {i} pairs: {body}")
         started = time.perf_counter()
         submitted = client.post(
@@ -294,9 +294,9 @@ def main() -> None:
             say(
                 f"latency on the {label}-item project: {args.warmup} warm-up + {args.pairs} next/submit pairs"
             )
-            token = data["tokens"][0] if label == "1k" else data["tokens"][1]
+            tokens = data["tokens"][:3] if label == "1k" else data["tokens"][3:6]
             rows.append(
-                (label, measure_latency(app, token, data["projects"][label], args.pairs, args.warmup))
+                (label, measure_latency(app, tokens, data["projects"][label], args.pairs, args.warmup))
             )
         env = {
             **os.environ,
@@ -308,7 +308,7 @@ def main() -> None:
         }
         say(f"throughput: gunicorn -w {args.workers}, {args.clients} client threads, {args.seconds:.0f} s")
         throughput = measure_throughput(
-            env, data["tokens"][2:], data["projects"]["1M"], args.seconds, args.workers
+            env, data["tokens"][6:], data["projects"]["1M"], args.seconds, args.workers
         )
         small, large = rows[0][1], rows[1][1]
         print("| project | next p50 | next p99 | submit p50 | submit p99 |")
