@@ -9,8 +9,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_annotator, current_user
+from marketplace.accounts.models import User
 from marketplace.db import get_session, utcnow
 from marketplace.errors import NotFound
 from marketplace.projects.models import Project, Task
@@ -105,6 +107,17 @@ def _entry_view(entry: ReviewEntry) -> dict[str, Any]:
     }
 
 
+def _reviewable_project_id(session: Session, user: User, query: dict[str, Any]) -> int | None:
+    """The `project_id` filter of a queue, checked: the caller must review for that project."""
+    project_id: int | None = query.get("project_id")
+    if project_id is not None:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFound(f"Project {project_id} not found.")
+        review.check_reviewer(session, user=user, project=project, what=f"Project {project_id}")
+    return project_id
+
+
 @blp.route("/review/next")
 class NextReview(MethodView):
     @blp.arguments(QueueQuery, location="query")
@@ -113,12 +126,7 @@ class NextReview(MethodView):
         """Claim the oldest label waiting for review in your organisations (`label` is null when none waits)."""
         session = get_session()
         user = current_user()
-        project_id = query.get("project_id")
-        if project_id is not None:
-            project = session.get(Project, project_id)
-            if project is None:
-                raise NotFound(f"Project {project_id} not found.")
-            review.check_reviewer(session, user=user, project=project, what=f"Project {project_id}")
+        project_id = _reviewable_project_id(session, user, query)
         entry = review.next_for_review(session, user=user, now=utcnow(), project_id=project_id)
         if entry is None:
             return {"label": None, "task": None, "project": None, "queue": None}
@@ -180,12 +188,7 @@ class NextAppeal(MethodView):
         """The oldest open appeal you may decide (not on your own rejection); `appeal` is null when none waits."""
         session = get_session()
         user = current_user()
-        project_id = query.get("project_id")
-        if project_id is not None:
-            project = session.get(Project, project_id)
-            if project is None:
-                raise NotFound(f"Project {project_id} not found.")
-            review.check_reviewer(session, user=user, project=project, what=f"Project {project_id}")
+        project_id = _reviewable_project_id(session, user, query)
         appeal = appeals.next_appeal(session, user=user, project_id=project_id)
         if appeal is None:
             return {"appeal": None, "label": None, "task": None, "project": None}
