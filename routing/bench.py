@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
+from concurrent.futures import ProcessPoolExecutor
 import time
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
@@ -110,9 +111,11 @@ def _run(job: Measurement, progress: TextIO | None) -> dict[str, Any]:
         rounds = f", {job.max_rounds} round(s)" if job.max_rounds else ""
         progress.write(f"[bench] {job.size}: {job.kind}{rounds} ...\n")
         progress.flush()
+    # A fresh non-daemonic process (a ProcessPoolExecutor worker), so that the solve may start its own
+    # worker processes for the skill pools.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        figures: dict[str, Any] = pool.apply(measure, (job,))
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        figures: dict[str, Any] = pool.submit(measure, job).result()
     if progress is not None:
         progress.write(
             f"[bench] {job.size}: {job.kind} placed {figures['placed']} cost {figures['cost']} "

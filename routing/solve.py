@@ -61,7 +61,6 @@ class PartOutcome:
     solution: EngineSolution
     task_origin: IntArray
     annotator_origin: IntArray
-    annotator_count: int
     shadow_origin: IntArray
     peak_rss_mb: float
     pid: int
@@ -97,7 +96,6 @@ def solve_part(job: PartJob) -> PartOutcome:
         solution=solution,
         task_origin=arrays.task_origin,
         annotator_origin=arrays.annotator_origin,
-        annotator_count=arrays.n_annotators,
         shadow_origin=arrays.annotator_origin if shadow is not None else np.zeros(0, dtype=np.int64),
         peak_rss_mb=_peak_rss_mb(),
         pid=os.getpid(),
@@ -186,8 +184,7 @@ def solve(
                 solution=solution,
                 task_origin=arrays.task_origin,
                 annotator_origin=arrays.annotator_origin,
-                annotator_count=arrays.n_annotators,
-                shadow_origin=np.zeros(0, dtype=np.int64),
+                        shadow_origin=np.zeros(0, dtype=np.int64),
                 peak_rss_mb=_peak_rss_mb(),
                 pid=os.getpid(),
             )
@@ -279,8 +276,10 @@ def _merge(
         "build_s": round(split_s + total("build_s"), 4),
         "solve_s": round(total("solve_s"), 4),
         "wall_s": round(time.perf_counter() - started, 4),
-        "arcs": int(total("arcs")),
-        "eligible_pairs": int(total("eligible_pairs")),
+        "arcs": int(total("arcs")) if any("arcs" in s for s in part_stats) else None,
+        "eligible_pairs": int(total("eligible_pairs"))
+        if any("eligible_pairs" in s for s in part_stats)
+        else None,
         "rounds": max((int(number(s.get("rounds"))) for s in part_stats), default=0),
         "certified": all(bool(s.get("certified")) for s in part_stats),
         "gap_bound": None
