@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
-from concurrent.futures import ProcessPoolExecutor
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
@@ -130,7 +130,7 @@ def _gap(figures: dict[str, Any], optimum: dict[str, Any]) -> str:
         return f"{figures['placed'] - optimum['placed']:+d} slots"
     if optimum["cost"] == 0:
         return "0"
-    return f"{100.0 * (figures['cost'] - optimum['cost']) / optimum['cost']:+.3f}%"
+    return f"{100.0 * (figures['cost'] - optimum['cost']) / optimum['cost']:+.4f}%"
 
 
 def _row(size: str, label: str, figures: dict[str, Any], optimum: dict[str, Any] | None) -> str:
@@ -185,7 +185,7 @@ def run_bench(
             rows.append(_row(size, "guided warm (next snapshot), certified", warm, warm_optimum))
         if reference:
             exact = _run(Measurement(size, seed, "reference"), progress)
-            rows.append(_row(size, "flow one-shot, all pairs (reference)", exact, optimum))
+            rows.append(_row(size, "flow one shot on all pairs, per pool (reference)", exact, optimum))
         greedy = _run(Measurement(size, seed, "greedy"), progress)
         rows.append(_row(size, "greedy (EDF pull queue)", greedy, optimum))
         at_volume = _run(Measurement(size, seed, "at-volume", volume=greedy["placed"]), progress)

@@ -8,10 +8,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-# Magnitudes the engine can represent at all (NumPy int64 arrays). Larger inputs are not malformed, but a
-# solve reports them as status "overflow" instead of wrapping; see `routing.flow.objective_scale`.
-INT64_MAX = 2**63 - 1
-
 
 class InstanceError(ValueError):
     """A malformed instance or an unsupported request; the message names the field path."""
@@ -371,13 +367,3 @@ def instance_to_json(instance: Instance) -> dict[str, Any]:
             project: budget_to_json(budget) for project, budget in instance.project_budgets.items()
         }
     return document
-
-
-EDF_LIMIT_CEILING = 2**62
-
-
-def edf_limit(labels_per_hour: float, deadline_hours: float) -> int:
-    """How many labels an annotator can finish by a deadline: floor(labels_per_hour x deadline_hours)."""
-    product = labels_per_hour * deadline_hours
-    # Far beyond any capacity; clipping keeps the value an int64 (and finite) without changing any decision.
-    return EDF_LIMIT_CEILING if product >= EDF_LIMIT_CEILING else math.floor(product)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -106,14 +106,3 @@ def empty_result(
 ) -> Result:
     """A result that assigns nothing (no eligible pairs, or an instance the engine cannot represent)."""
     return build_result(instance, status=status, method=method, assignments=(), stats=stats, message=message)
-
-
-def assignments_from_indices(
-    instance: Instance, task_index: Sequence[int], annotator_index: Sequence[int]
-) -> list[Assignment]:
-    """Turn parallel index arrays into Assignment tuples."""
-    tasks = instance.tasks
-    annotators = instance.annotators
-    return [
-        Assignment(tasks[t].id, annotators[a].id) for t, a in zip(task_index, annotator_index, strict=True)
-    ]

@@ -142,7 +142,9 @@ def solve(
     "guided" (column generation; stops early at `time_limit_s` with a gap bound), "greedy" (the pull-queue
     baseline) or "cpsat" (small batches; the only method that holds money budgets). `objective`:
     "exact", or "production", which keeps the exact optimum and breaks its ties by annotator quality.
-    `warm_potentials`: the `potentials` of a previous Result, to skip the sampling step of `guided`.
+    `time_limit_s` bounds `guided` (checked between rounds; the first round always completes) and `cpsat`;
+    `flow` always runs to the exact optimum. `warm_potentials`: the `potentials` of a previous Result (per
+    annotator shadow prices), to replace the sampling step of `guided`.
     """
     if method not in METHODS:
         raise InstanceError("method", f"expected one of {', '.join(METHODS)}, got {method!r}")
@@ -184,7 +186,7 @@ def solve(
                 solution=solution,
                 task_origin=arrays.task_origin,
                 annotator_origin=arrays.annotator_origin,
-                        shadow_origin=np.zeros(0, dtype=np.int64),
+                shadow_origin=np.zeros(0, dtype=np.int64),
                 peak_rss_mb=_peak_rss_mb(),
                 pid=os.getpid(),
             )
