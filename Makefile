@@ -23,7 +23,7 @@ install: $(STAMP)
 run: $(STAMP)
 	@mkdir -p instance
 	$(BIN)/alembic upgrade head
-	$(BIN)/flask seed-demo
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/flask seed-demo
 	@# the scheduler runs the periodic jobs (planning, lease expiry, ...) in-process beside the dev server
 	@$(BIN)/flask jobs scheduler & scheduler=$$!; trap "kill $$scheduler 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/flask run --host $(HOST) --port $(PORT)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import timedelta
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -211,9 +212,8 @@ def seed_demo_command(seed: int) -> None:
         created = seed_demo(session, rng=random.Random(seed))
         tokens = demo_tokens(session)
     click.echo("demo created" if created else "demo already present: nothing duplicated")
-    click.echo(
-        f"web: http://{current_app.config.get('SERVER_NAME') or '127.0.0.1:5000'}/  password for every demo login: {DEMO_PASSWORD}"
-    )
+    address = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+    click.echo(f"web: http://{address}/  password for every demo login: {DEMO_PASSWORD}")
     for email, token in tokens:
         click.echo(f"  {email:<28} token {token}")
     click.echo("  annotators: ana@annotators.test … tara@annotators.test (20 of them)")
