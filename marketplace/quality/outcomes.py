@@ -8,6 +8,7 @@ label from the review queue, and the accuracy evidence.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -48,34 +49,41 @@ def accept_and_record(
     accept_label(
         session, label=label, now=now, reviewer_id=reviewer_id, reason=reason, pay=pay, overturn=overturn
     )
+    _record_decision(
+        session,
+        label=label,
+        correct=True,
+        weight=accuracy_weight,
+        now=now,
+        data={"value": label.value, "source": source, "paid": pay},
+    )
+    if was_open and task.status == TaskStatus.COMPLETE and not label.is_gold:
+        record_item_completed(session, task=task, now=now)
+    record_label_accepted(session, label=label, now=now)
+    return label
+
+
+def _record_decision(
+    session: Session, *, label: Label, correct: bool, weight: float, now: datetime, data: dict[str, Any]
+) -> None:
+    """What follows either decision: the label leaves the review queue, its evidence counts, the event is written."""
     session.execute(delete(ReviewEntry).where(ReviewEntry.label_id == label.id))
     project = session.get_one(Project, label.project_id)
     record_outcome(
         session,
         annotator_id=label.annotator_id,
         skill_id=project.skill_id,
-        correct=True,
-        weight=accuracy_weight,
+        correct=correct,
+        weight=weight,
         gold=label.is_gold,
     )
     record_event(
         session,
         project_id=label.project_id,
-        type="label.accepted",
-        data={
-            "label_id": label.id,
-            "task_id": label.task_id,
-            "annotator_id": label.annotator_id,
-            "value": label.value,
-            "source": source,
-            "paid": pay,
-        },
+        type="label.accepted" if correct else "label.rejected",
+        data={"label_id": label.id, "task_id": label.task_id, "annotator_id": label.annotator_id, **data},
         now=now,
     )
-    if was_open and task.status == TaskStatus.COMPLETE and not label.is_gold:
-        record_item_completed(session, task=task, now=now)
-    record_label_accepted(session, label=label, now=now)
-    return label
 
 
 def reject_and_record(
@@ -92,28 +100,13 @@ def reject_and_record(
     if not label.is_gold:
         lock_task(session, label.task_id)
     reject_label(session, label=label, reason=reason, now=now, reviewer_id=reviewer_id)
-    session.execute(delete(ReviewEntry).where(ReviewEntry.label_id == label.id))
-    project = session.get_one(Project, label.project_id)
-    record_outcome(
+    _record_decision(
         session,
-        annotator_id=label.annotator_id,
-        skill_id=project.skill_id,
+        label=label,
         correct=False,
         weight=accuracy_weight,
-        gold=label.is_gold,
-    )
-    record_event(
-        session,
-        project_id=label.project_id,
-        type="label.rejected",
-        data={
-            "label_id": label.id,
-            "task_id": label.task_id,
-            "annotator_id": label.annotator_id,
-            "reason": label.reason,
-            "source": source,
-        },
         now=now,
+        data={"reason": label.reason, "source": source},
     )
     return label
 
