@@ -31,6 +31,7 @@ from payments.postings import (
     legs_of,
     lock_balances,
     normalise_legs,
+    record_once,
     record_transaction,
     replay_or_conflict,
     validate_header,
@@ -62,18 +63,7 @@ def place_hold(
     check_balanced(legs)
     if expires_at is not None:
         _require_aware(expires_at, "expires_at")
-    digest = content_hash(
-        kind=kind,
-        reference=reference,
-        status=TransactionStatus.PENDING,
-        legs=legs,
-        metadata=metadata,
-        expires_at=expires_at,
-    )
-    existing = find_transaction(session, idempotency_key=idempotency_key)
-    if existing is not None:
-        return replay_or_conflict(existing, digest)
-    return record_transaction(
+    return record_once(
         session,
         idempotency_key=idempotency_key,
         kind=kind,
@@ -81,7 +71,6 @@ def place_hold(
         status=TransactionStatus.PENDING,
         legs=legs,
         metadata=metadata,
-        digest=digest,
         expires_at=expires_at,
     )
 

@@ -468,8 +468,32 @@ def post_transaction(
     if not legs:
         raise InvalidAmount("a transaction needs at least one debit and one credit")
     check_balanced(legs)
+    return record_once(
+        session,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        reference=reference,
+        status=TransactionStatus.POSTED,
+        legs=legs,
+        metadata=metadata,
+    )
+
+
+def record_once(
+    session: Session,
+    *,
+    idempotency_key: str,
+    kind: str,
+    reference: str,
+    status: TransactionStatus,
+    legs: list[Leg],
+    metadata: dict[str, Any] | None,
+    expires_at: datetime | None = None,
+) -> LedgerTransaction:
+    """Record validated legs under `idempotency_key` once: the same content again returns the first transaction,
+    other content under the same key is an IdempotencyConflict."""
     digest = content_hash(
-        kind=kind, reference=reference, status=TransactionStatus.POSTED, legs=legs, metadata=metadata
+        kind=kind, reference=reference, status=status, legs=legs, metadata=metadata, expires_at=expires_at
     )
     existing = find_transaction(session, idempotency_key=idempotency_key)
     if existing is not None:
@@ -479,8 +503,9 @@ def post_transaction(
         idempotency_key=idempotency_key,
         kind=kind,
         reference=reference,
-        status=TransactionStatus.POSTED,
+        status=status,
         legs=legs,
         metadata=metadata,
         digest=digest,
+        expires_at=expires_at,
     )
