@@ -98,13 +98,29 @@ def _configure_sqlite(engine: Engine, *, begin: str | None) -> None:
             conn.exec_driver_sql(f"BEGIN {begin}")
 
 
+class RequestSession(Session):
+    """A request's session: it keeps every object it loads for the request's short life.
+
+    SQLAlchemy's identity map holds objects weakly, so a row read early in a request (the caller's project, the
+    assignment being submitted) is garbage once no local variable points at it, and the next `session.get` of
+    it goes back to the database. A request is short and touches few rows; holding them saves those reads.
+    CLI commands and jobs, which may stream many rows, use plain sessions.
+    """
+
+
+@event.listens_for(RequestSession, "loaded_as_persistent")
+def _keep_loaded(session: Session, instance: object) -> None:
+    session.info.setdefault("loaded", []).append(instance)
+
+
 class Database:
-    """The engine and session factory of one app."""
+    """The engine and session factories of one app."""
 
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = url
         self.engine = build_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.request_sessionmaker = sessionmaker(self.engine, expire_on_commit=False, class_=RequestSession)
 
     @property
     def dialect(self) -> str:
@@ -153,7 +169,7 @@ def database(app: Flask | None = None) -> Database:
 def get_session() -> Session:
     """The current request's session, opened on first use and committed once when the request succeeds."""
     if "db_session" not in g:
-        g.db_session = database().sessionmaker()
+        g.db_session = database().request_sessionmaker()
     session: Session = g.db_session
     return session
 
@@ -180,6 +196,7 @@ def retry_transaction(view: Callable[P, R], *, attempts: int = 4) -> Callable[P,
                     session.rollback()
                     session.close()
                 g.pop("auth_user", None)  # loaded by the discarded session
+                g.pop("auth_profile", None)
                 g.pop("_login_user", None)  # Flask-Login's cached user, likewise
                 time.sleep(random.uniform(0, 0.02 * 2**attempt))
         raise AssertionError("unreachable: the loop returns or raises")

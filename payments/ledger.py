@@ -20,10 +20,12 @@ from payments.holds import expire_holds, hold_legs, hold_resolution, place_hold,
 from payments.integrity import check_integrity
 from payments.models import Account, LedgerEntry, LedgerTransaction
 from payments.postings import (
+    AccountSpec,
     Leg,
     credit,
     debit,
     ensure_account,
+    ensure_accounts,
     find_transaction,
     get_account,
     lock_balances,
@@ -32,6 +34,7 @@ from payments.postings import (
 
 __all__ = [
     "Account",
+    "AccountSpec",
     "Balance",
     "LedgerEntry",
     "LedgerTransaction",
@@ -42,6 +45,7 @@ __all__ = [
     "credit",
     "debit",
     "ensure_account",
+    "ensure_accounts",
     "expire_holds",
     "find_transaction",
     "get_account",

@@ -6,15 +6,17 @@ shares (`record_transaction`, `lock_balances`, ...).
 How a write stays correct under concurrency:
 
 1. Validate everything that needs no database (legs positive, balanced per currency).
-2. Idempotency: a transaction with the same key is returned if its content hash matches, refused otherwise.
-3. Lock the cached balance rows of the touched no-overdraft accounts in ascending account id
+2. Lock the cached balance rows of the touched no-overdraft accounts in ascending account id
    (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's connection already holds the database's write lock since
    `BEGIN IMMEDIATE`). A fixed order means two postings can wait on each other but never deadlock, and the
    limit is checked on the latest committed balance.
-4. Check the limits and raise before anything is written, so that a refusal leaves the session usable.
-5. Insert the transaction row inside a SAVEPOINT: if a concurrent request with the same key won the race,
-   the unique index refuses ours and we answer with theirs (or a conflict) rather than fail the unit of work.
-6. Insert the entries, update the cached balances, flush. Never commit: the edge does.
+3. Check the limits and raise before anything is written, so that a refusal leaves the session usable (a
+   retry of a transaction recorded earlier, when the money was there, gets that transaction instead).
+4. Insert the transaction row with `ON CONFLICT DO NOTHING ... RETURNING`: idempotency is the unique key's
+   job, in the same round trip. If a transaction with the same key exists (a retry, or a concurrent request
+   that won the race), it is returned when its content hash matches and refused as a conflict otherwise; if a
+   hold's single resolution exists, HoldAlreadyResolved.
+5. Insert the entries, update the cached balances, flush. Never commit: the edge does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, select, tuple_, update
+from sqlalchemy import Select, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -205,43 +207,74 @@ def validate_header(*, idempotency_key: str, kind: str, reference: str) -> None:
 # --- accounts -----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """An account to make sure of: its code, currency, kind and whether it may never be overdrawn."""
+
+    code: str
+    currency: str
+    kind: str
+    no_overdraft: bool = False
+
+
 def ensure_account(
     session: Session, *, code: str, currency: str, kind: str, no_overdraft: bool = False
 ) -> Account:
     """The account `code` in `currency`, created if missing; its normal balance follows its kind."""
-    validate_account_code(code)
-    validate_currency(currency)
-    try:
-        account_kind = AccountKind(kind)
-    except ValueError as exc:
-        raise InvalidAmount(f"unknown account kind {kind!r}") from exc
-    account = _account_by_key(session, (code, currency))
-    if account is None:
+    spec = AccountSpec(code=code, currency=currency, kind=kind, no_overdraft=no_overdraft)
+    return ensure_accounts(session, [spec])[(code, currency)]
+
+
+def ensure_accounts(session: Session, specs: Sequence[AccountSpec]) -> dict[AccountKey, Account]:
+    """The accounts of `specs`, each created if missing, read with one query for all those not yet known.
+
+    AccountConflict if an account exists with another kind or overdraft rule than asked.
+    """
+    kinds: dict[AccountKey, AccountKind] = {}
+    for spec in specs:
+        validate_account_code(spec.code)
+        validate_currency(spec.currency)
+        try:
+            kinds[(spec.code, spec.currency)] = AccountKind(spec.kind)
+        except ValueError as exc:
+            raise InvalidAmount(f"unknown account kind {spec.kind!r}") from exc
+    found = _accounts_by_keys(session, kinds)
+    for spec in specs:
+        key = (spec.code, spec.currency)
+        if key in found:
+            continue
+        account_kind = kinds[key]
         values = {
-            "code": code,
-            "currency": currency,
+            "code": spec.code,
+            "currency": spec.currency,
             "kind": account_kind.value,
             "normal_balance": NORMAL_BALANCE[account_kind].value,
-            "no_overdraft": no_overdraft,
+            "no_overdraft": spec.no_overdraft,
         }
         # Two requests may create the same account at once: ON CONFLICT DO NOTHING waits for the other insert
         # and then yields, where a plain INSERT would abort this whole unit of work with a unique violation.
         _insert_ignoring_conflicts(session, Account, values, ["code", "currency"])
-        account = _account_by_key(session, (code, currency))
-        assert account is not None
-        if no_overdraft:
-            _insert_ignoring_conflicts(session, AccountBalance, {"account_id": account.id}, ["account_id"])
-    if account.kind != account_kind.value or account.no_overdraft != no_overdraft:
-        raise AccountConflict(
-            f"account {code} ({currency}) exists as {account.kind}, no_overdraft={account.no_overdraft}",
-            details={
-                "code": code,
-                "currency": currency,
-                "kind": account.kind,
-                "no_overdraft": account.no_overdraft,
-            },
-        )
-    return account
+        created = _accounts_by_keys(session, [key])[key]
+        if spec.no_overdraft:
+            _insert_ignoring_conflicts(session, AccountBalance, {"account_id": created.id}, ["account_id"])
+        found[key] = created
+    for spec in specs:
+        account = found[(spec.code, spec.currency)]
+        if (
+            account.kind != kinds[(spec.code, spec.currency)].value
+            or account.no_overdraft != spec.no_overdraft
+        ):
+            raise AccountConflict(
+                f"account {spec.code} ({spec.currency}) exists as {account.kind}, "
+                f"no_overdraft={account.no_overdraft}",
+                details={
+                    "code": spec.code,
+                    "currency": spec.currency,
+                    "kind": account.kind,
+                    "no_overdraft": account.no_overdraft,
+                },
+            )
+    return found
 
 
 def _insert_ignoring_conflicts(
@@ -257,21 +290,36 @@ def _insert_ignoring_conflicts(
         session.flush()  # generate the row now, like the dialect-specific inserts do
 
 
-def _account_by_key(session: Session, key: AccountKey) -> Account | None:
-    # Accounts are never changed once written (on PostgreSQL a trigger refuses it), so one read per unit of work
-    # is enough: a lease touches three accounts several times. An account rolled back with a savepoint has left
-    # the session and is read again.
+def _accounts_by_keys(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
+    """The existing accounts among `keys`, from this unit of work's cache or one query for the rest.
+
+    Accounts are never changed once written (on PostgreSQL a trigger refuses it), so one read per unit of work
+    is enough: a lease touches three accounts several times. An account rolled back with a savepoint has left
+    the session and is read again.
+    """
     cache: dict[AccountKey, Account] = session.info.setdefault("ledger_accounts", {})
-    cached = cache.get(key)
-    if cached is not None and cached in session:
-        return cached
-    code, currency = key
-    account = session.scalars(
-        select(Account).where(Account.code == code, Account.currency == currency)
-    ).one_or_none()
-    if account is not None:
-        cache[key] = account
-    return account
+    found: dict[AccountKey, Account] = {}
+    wanted: list[AccountKey] = []
+    for key in keys:
+        cached = cache.get(key)
+        if cached is not None and cached in session:
+            found[key] = cached
+        elif key not in wanted:
+            wanted.append(key)
+    if wanted:
+        condition = (
+            (Account.code == wanted[0][0]) & (Account.currency == wanted[0][1])
+            if len(wanted) == 1
+            else tuple_(Account.code, Account.currency).in_(sorted(wanted))
+        )
+        for account in session.scalars(select(Account).where(condition)):
+            key = (account.code, account.currency)
+            cache[key] = found[key] = account
+    return found
+
+
+def _account_by_key(session: Session, key: AccountKey) -> Account | None:
+    return _accounts_by_keys(session, [key]).get(key)
 
 
 def get_account(session: Session, *, code: str, currency: str) -> Account:
@@ -289,12 +337,7 @@ def accounts_for(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKe
     wanted = set(keys)
     if not wanted:
         return {}
-    found = {
-        (a.code, a.currency): a
-        for a in session.scalars(
-            select(Account).where(tuple_(Account.code, Account.currency).in_(sorted(wanted)))
-        )
-    }
+    found = _accounts_by_keys(session, wanted)
     missing = sorted(wanted - found.keys())
     if missing:
         raise AccountNotFound(
@@ -396,6 +439,10 @@ def record_transaction(
             continue
         available = (cached.posted_minor + change.posted) - (cached.pending_out_minor + change.pending_out)
         if available < 0:
+            # A retry of a transaction that was recorded when the money was there is answered with it.
+            earlier = find_transaction(session, idempotency_key=idempotency_key)
+            if earlier is not None:
+                return replay_or_conflict(earlier, digest)
             account = by_id[account_id]
             have = cached.posted_minor - cached.pending_out_minor
             raise InsufficientFunds(
@@ -409,39 +456,45 @@ def record_transaction(
                 },
             )
 
-    transaction = LedgerTransaction(
-        idempotency_key=idempotency_key,
-        kind=kind,
-        reference=reference,
-        status=status.value,
-        resolves_hold_id=resolves.id if resolves is not None else None,
-        expires_at=expires_at,
-        content_hash=digest,
-        meta=dict(metadata or {}),
+    transaction = _insert_transaction(
+        session,
+        {
+            "idempotency_key": idempotency_key,
+            "kind": kind,
+            "reference": reference,
+            "status": status.value,
+            "resolves_hold_id": resolves.id if resolves is not None else None,
+            "expires_at": expires_at,
+            "content_hash": digest,
+            "meta": dict(metadata or {}),
+        },
     )
-    try:
-        with session.begin_nested():
-            session.add(transaction)
-            session.flush()  # generate transaction.id; the unique key and resolves_hold_id are checked here
-    except IntegrityError:
+    if transaction is None:  # the key, or the hold's resolution, was recorded by someone else
         winner = find_transaction(session, idempotency_key=idempotency_key)
         if winner is not None:
             return replay_or_conflict(winner, digest)
         if resolves is not None:
             raise HoldAlreadyResolved(
                 f"hold {resolves.id} was resolved concurrently", details={"hold_id": resolves.id}
-            ) from None
-        raise
-
-    for leg in legs:
-        session.add(
-            LedgerEntry(
-                transaction=transaction,
-                account_id=accounts[leg.key].id,
-                currency=leg.amount.currency,
-                direction=leg.direction,
-                amount_minor=leg.amount.amount,
             )
+        raise IdempotencyConflict(
+            f"transaction {idempotency_key!r} conflicts with one already recorded",
+            details={"idempotency_key": idempotency_key},
+        )
+
+    if legs:
+        session.execute(
+            insert(LedgerEntry),
+            [
+                {
+                    "transaction_id": transaction.id,
+                    "account_id": accounts[leg.key].id,
+                    "currency": leg.amount.currency,
+                    "direction": leg.direction,
+                    "amount_minor": leg.amount.amount,
+                }
+                for leg in legs
+            ],
         )
     for account_id, change in changes.items():
         cached = locked.get(account_id)
@@ -450,6 +503,29 @@ def record_transaction(
             cached.pending_out_minor += change.pending_out
             cached.pending_in_minor += change.pending_in
     session.flush()
+    return transaction
+
+
+def _insert_transaction(session: Session, values: dict[str, Any]) -> LedgerTransaction | None:
+    """Insert a transaction row in one round trip; None if a unique key (the idempotency key, or the hold's
+    single resolution) refused it. Nothing else of the unit of work is undone."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert_for(LedgerTransaction)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(LedgerTransaction)
+        )
+        return session.scalars(stmt).one_or_none()
+    transaction = LedgerTransaction(**values)
+    try:
+        with session.begin_nested():
+            session.add(transaction)
+            session.flush()  # the unique key and resolves_hold_id are checked here
+    except IntegrityError:
+        return None
     return transaction
 
 
@@ -495,9 +571,8 @@ def record_once(
     digest = content_hash(
         kind=kind, reference=reference, status=status, legs=legs, metadata=metadata, expires_at=expires_at
     )
-    existing = find_transaction(session, idempotency_key=idempotency_key)
-    if existing is not None:
-        return replay_or_conflict(existing, digest)
+    # No lookup first: the insert itself refuses a used key in the same round trip, and a retry is answered
+    # with the first transaction from there (or before a limit check could refuse it).
     return record_transaction(
         session,
         idempotency_key=idempotency_key,

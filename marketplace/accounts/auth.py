@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import Membership, PlatformRole, User
-from marketplace.accounts.services import user_for_token
+from marketplace.accounts.services import caller_for_token
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, NotFound, Unauthorized
@@ -42,11 +42,11 @@ def current_user() -> User:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("Use 'Authorization: Bearer <token>'.")
-        user = user_for_token(get_session(), secret=secret.strip())
-        if user is None:
+        caller = caller_for_token(get_session(), secret=secret.strip())
+        if caller is None:
             raise Unauthorized("The token is unknown or revoked.", code="invalid_token")
-        g.auth_user = user
-        return user
+        g.auth_user, g.auth_profile = caller
+        return caller[0]
     if not request.path.startswith("/api/"):
         web_user = flask_login.current_user
         if web_user.is_authenticated:
@@ -71,7 +71,9 @@ def is_platform_admin(user: User) -> bool:
 def current_annotator(session: Session) -> AnnotatorProfile:
     """The caller's annotator profile, or a 403 problem if they have none."""
     user = current_user()
-    profile = session.scalar(select(AnnotatorProfile).where(AnnotatorProfile.user_id == user.id))
+    profile: AnnotatorProfile | None = g.get("auth_profile")  # read with the bearer token, in this session
+    if profile is None or profile not in session:
+        profile = session.scalar(select(AnnotatorProfile).where(AnnotatorProfile.user_id == user.id))
     if profile is None:
         raise Forbidden("This needs an annotator profile (POST /api/v1/annotators).", code="not_an_annotator")
     return profile

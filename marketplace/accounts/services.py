@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import ApiToken, Membership, Organisation, OrgRole, PlatformRole, User
 from marketplace.accounts.security import hash_password, hash_token, new_token, verify_password
+from marketplace.annotators.models import AnnotatorProfile
 from marketplace.db import utcnow
 from marketplace.errors import Conflict, InvalidInput, NotFound, Unauthorized
 
@@ -75,22 +76,26 @@ def issue_token(session: Session, *, user: User, name: str = "api") -> tuple[Api
     return token, secret
 
 
-def user_for_token(session: Session, *, secret: str) -> User | None:
-    """The active user owning an unrevoked token, or None (one query: this runs on every API request)."""
+def caller_for_token(session: Session, *, secret: str) -> tuple[User, AnnotatorProfile | None] | None:
+    """The active user owning an unrevoked token, with their annotator profile if they have one, or None.
+
+    One query: this runs on every API request, and most requests to the work loop need the profile next.
+    """
     row = session.execute(
-        select(User, ApiToken)
+        select(User, ApiToken, AnnotatorProfile)
         .join(ApiToken, ApiToken.user_id == User.id)
+        .outerjoin(AnnotatorProfile, AnnotatorProfile.user_id == User.id)
         .where(
             ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None), User.is_active.is_(True)
         )
     ).first()
     if row is None:
         return None
-    user, token = row
+    user, token, profile = row
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
         token.last_used_at = now
-    return user
+    return user, profile
 
 
 def revoke_token(session: Session, *, user: User, token_id: int) -> ApiToken:

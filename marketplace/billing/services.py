@@ -63,20 +63,21 @@ def payable_account_code(annotator_id: int) -> str:
     return f"annotator:{annotator_id}:payable"
 
 
+def _budget_spec(project_id: int, currency: str) -> ledger.AccountSpec:
+    return ledger.AccountSpec(
+        code=budget_account_code(project_id), currency=currency, kind="liability", no_overdraft=True
+    )
+
+
+def _payable_spec(annotator_id: int, currency: str) -> ledger.AccountSpec:
+    return ledger.AccountSpec(
+        code=payable_account_code(annotator_id), currency=currency, kind="liability", no_overdraft=True
+    )
+
+
 def _budget_account(session: Session, project_id: int, currency: str) -> Account:
-    return ledger.ensure_account(
-        session, code=budget_account_code(project_id), currency=currency, kind="liability", no_overdraft=True
-    )
-
-
-def _payable_account(session: Session, annotator_id: int, currency: str) -> Account:
-    return ledger.ensure_account(
-        session,
-        code=payable_account_code(annotator_id),
-        currency=currency,
-        kind="liability",
-        no_overdraft=True,
-    )
+    spec = _budget_spec(project_id, currency)
+    return ledger.ensure_accounts(session, [spec])[(spec.code, currency)]
 
 
 # --- funding ------------------------------------------------------------------------------------------------
@@ -117,9 +118,9 @@ def fund_project(
 def lock_accounts_for_decision(session: Session, *, project: Project, annotator_ids: Iterable[int]) -> None:
     """Lock the project's budget and these annotators' payables, in the ledger's order, before deciding several
     labels in one transaction (concurrent decisions over overlapping annotators then cannot deadlock)."""
-    accounts = [_budget_account(session, project.id, project.currency)]
-    accounts += [_payable_account(session, a, project.currency) for a in sorted(set(annotator_ids))]
-    ledger.lock_accounts(session, accounts=accounts)
+    specs = [_budget_spec(project.id, project.currency)]
+    specs += [_payable_spec(a, project.currency) for a in sorted(set(annotator_ids))]
+    ledger.lock_accounts(session, accounts=ledger.ensure_accounts(session, specs).values())
 
 
 # --- holds and payments for labels --------------------------------------------------------------------------
@@ -145,16 +146,17 @@ def hold_for_assignment(session: Session, *, assignment: Assignment) -> LedgerTr
     currency = project.currency
     price = Money(assignment.price_minor, currency)
     fee = Money(assignment.fee_minor, currency)
-    _budget_account(session, project.id, currency)
+    specs = [_budget_spec(project.id, currency)]
     legs: list[ledger.Leg] = []
     if price.is_positive or fee.is_positive:
         legs.append(ledger.debit(budget_account_code(project.id), price + fee))
     if price.is_positive:
-        _payable_account(session, assignment.annotator_id, currency)
+        specs.append(_payable_spec(assignment.annotator_id, currency))
         legs.append(ledger.credit(payable_account_code(assignment.annotator_id), price))
     if fee.is_positive:
-        ledger.ensure_account(session, code=FEES_ACCOUNT, currency=currency, kind="revenue")
+        specs.append(ledger.AccountSpec(code=FEES_ACCOUNT, currency=currency, kind="revenue"))
         legs.append(ledger.credit(FEES_ACCOUNT, fee))
+    ledger.ensure_accounts(session, specs)  # one query for the three accounts
     hold = ledger.place_hold(
         session,
         idempotency_key=f"assignment:{assignment.id}:hold",

@@ -3,7 +3,7 @@
 `record_event` adds a row to the outbox in the transaction that makes the change, so an event exists if and
 only if its change committed. Positions (`seq`) are handed out by a `before_commit` hook: it takes the row lock
 of each stream the transaction wrote to (in stream order), bumps the stream's counter and numbers the
-transaction's events. The lock is the last one the transaction takes and is held only until its commit, so it
+transaction's events (on PostgreSQL both in one statement). The lock is the last one the transaction takes and is held only until its commit, so it
 cannot join a deadlock cycle, and a stream's positions become visible in order: a reader at `seq = n` never
 misses a smaller position that commits later. Projects are already serialised by their budget's balance row
 on every lease and payment, so this adds no new contention there.
@@ -20,9 +20,10 @@ from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace.db import utcnow
 from marketplace.events.models import DeliveryState, Event, EventStream, WebhookDelivery, WebhookSecret
@@ -116,6 +117,32 @@ def _bump_stream(session: Session, stream: int, count: int) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
+#: PostgreSQL: reserve a stream's positions and number the transaction's events with them, in one round trip
+_NUMBER_EVENTS = text(
+    "WITH reserved AS (UPDATE event_streams SET last_seq = last_seq + :n WHERE stream = :stream"
+    " RETURNING last_seq)"
+    " UPDATE events SET seq = reserved.last_seq - :n + numbered.position"
+    " FROM reserved, unnest(CAST(:ids AS BIGINT[])) WITH ORDINALITY AS numbered(id, position)"
+    " WHERE events.id = numbered.id RETURNING events.id, events.seq"
+)
+
+
+def _number_events(session: Session, stream: int, rows: list[Event]) -> None:
+    """Give `rows` (sorted by id) the stream's next positions, locking its row until commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"n": len(rows), "stream": stream, "ids": [row.id for row in rows]}
+        numbered = dict(session.execute(_NUMBER_EVENTS, params).tuples().all())
+        if not numbered:  # the stream's first events: create its row, then number
+            _bump_stream(session, stream, 0)
+            numbered = dict(session.execute(_NUMBER_EVENTS, params).tuples().all())
+        for row in rows:
+            set_committed_value(row, "seq", numbered[row.id])
+        return
+    last = _bump_stream(session, stream, len(rows))
+    for offset, row in enumerate(rows):
+        row.seq = last - len(rows) + 1 + offset
+
+
 @sa_event.listens_for(Session, "before_commit")
 def _sequence_events(session: Session) -> None:
     if session.in_nested_transaction():
@@ -130,10 +157,7 @@ def _sequence_events(session: Session) -> None:
             streams[row.stream].append(row)
     pending.clear()
     for stream in sorted(streams):  # one lock order for every transaction
-        rows = sorted(streams[stream], key=lambda r: r.id)
-        last = _bump_stream(session, stream, len(rows))
-        for offset, row in enumerate(rows):
-            row.seq = last - len(rows) + 1 + offset
+        _number_events(session, stream, sorted(streams[stream], key=lambda r: r.id))
 
 
 @sa_event.listens_for(Session, "after_rollback")

@@ -54,4 +54,4 @@ def review_submitted_label(
         bps = fee_bps if fee_bps is not None else int(current_app.config["PLATFORM_FEE_BPS"])
         consensus.evaluate_item(session, project=project, task_id=label.task_id, now=now, fee_bps=bps)
     else:
-        queue_for_review(session, label=label, project=project, now=now, reason=MANUAL_REASON)
+        queue_for_review(session, label=label, project=project, now=now, reason=MANUAL_REASON, new_label=True)

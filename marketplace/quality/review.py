@@ -33,12 +33,17 @@ def _locking(session: Session) -> bool:
 
 
 def queue_for_review(
-    session: Session, *, label: Label, project: Project, now: datetime, reason: str
+    session: Session, *, label: Label, project: Project, now: datetime, reason: str, new_label: bool = False
 ) -> ReviewEntry:
-    """Put a pending label in front of reviewers, due for automatic acceptance after the review window."""
-    existing = session.get(ReviewEntry, label.id)
-    if existing is not None:
-        return existing
+    """Put a pending label in front of reviewers, due for automatic acceptance after the review window.
+
+    Queuing a label twice returns its entry; `new_label` (a label created in this unit of work, which cannot be
+    queued yet) skips that lookup.
+    """
+    if not new_label:
+        existing = session.get(ReviewEntry, label.id)
+        if existing is not None:
+            return existing
     hours = int(project.review_params.get("review_window_hours", 72))
     entry = ReviewEntry(
         label_id=label.id,

@@ -150,7 +150,9 @@ def _next_task_id(session: Session, *, project: Project, annotator_id: int, gold
 
 
 def _claim_slot(session: Session, task_id: int) -> bool:
-    claimed = session.execute(
+    """Take one of the item's free slots; False if it has none left. The item comes back whole (RETURNING) and
+    stays in the session, where the answer to the annotator reads its payload."""
+    claimed = session.scalars(
         update(Task)
         .where(
             Task.id == task_id,
@@ -158,8 +160,8 @@ def _claim_slot(session: Session, task_id: int) -> bool:
             Task.labels_in_progress + Task.labels_accepted < Task.labels_needed,
         )
         .values(labels_in_progress=Task.labels_in_progress + 1)
-        .returning(Task.id)
-        .execution_options(synchronize_session=False)
+        .returning(Task),
+        execution_options={"synchronize_session": False, "populate_existing": True},
     ).first()
     return claimed is not None
 
@@ -309,13 +311,21 @@ def lease_next_assignment(
 def assignment_for(
     session: Session, *, annotator: AnnotatorProfile, assignment_id: int, lock: bool = True
 ) -> Assignment:
-    """The annotator's own assignment (someone else's is not found), locked for a state change."""
-    stmt = select(Assignment).where(Assignment.id == assignment_id, Assignment.annotator_id == annotator.id)
+    """The annotator's own assignment (someone else's is not found), locked for a state change.
+
+    Its project comes in the same query (every caller needs it next) without being locked.
+    """
+    stmt = (
+        select(Assignment, Project)
+        .join(Project, Project.id == Assignment.project_id)
+        .where(Assignment.id == assignment_id, Assignment.annotator_id == annotator.id)
+    )
     if lock:
-        stmt = stmt.with_for_update()
-    assignment = session.scalar(stmt)
-    if assignment is None:
+        stmt = stmt.with_for_update(of=Assignment)
+    row = session.execute(stmt).first()
+    if row is None:
         raise NotFound(f"Assignment {assignment_id} not found.")
+    assignment: Assignment = row[0]
     return assignment
 
 

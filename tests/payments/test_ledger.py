@@ -86,6 +86,35 @@ def test_ensure_account_is_idempotent_and_follows_kind(db_session: Session) -> N
             ledger.ensure_account(db_session, currency="EUR", **bad)
 
 
+def test_ensure_accounts_reads_and_creates_several_at_once(books: Session) -> None:
+    specs = [
+        ledger.AccountSpec(code=BUDGET, currency="EUR", kind="liability", no_overdraft=True),
+        ledger.AccountSpec(code="annotator:7:payable", currency="EUR", kind="liability", no_overdraft=True),
+        ledger.AccountSpec(code=FEES, currency="EUR", kind="revenue"),
+    ]
+    accounts = ledger.ensure_accounts(books, specs)
+    books.commit()
+    assert set(accounts) == {(s.code, s.currency) for s in specs}
+    assert accounts[(BUDGET, "EUR")].id == ledger.get_account(books, code=BUDGET, currency="EUR").id
+    created = accounts[("annotator:7:payable", "EUR")]
+    assert (created.kind, created.no_overdraft) == ("liability", True)
+    # the new no-overdraft account has its balance row: a posting to it works at once
+    fund(books, 100)
+    ledger.post_transaction(
+        books,
+        idempotency_key="pay-7",
+        kind="label_payment",
+        reference="label:7",
+        legs=[debit(BUDGET, eur(100)), credit("annotator:7:payable", eur(100))],
+    )
+    books.commit()
+    assert ledger.balance(books, account_code="annotator:7:payable", currency="EUR").available == eur(100)
+    with pytest.raises(AccountConflict):
+        ledger.ensure_accounts(
+            books, [*specs[:2], ledger.AccountSpec(code=FEES, currency="EUR", kind="asset")]
+        )
+
+
 def test_post_transaction_moves_balances(books: Session) -> None:
     fund(books, 10_000)
     ledger.post_transaction(
@@ -142,6 +171,33 @@ def test_idempotency_same_content_returns_first_other_content_conflicts(books: S
         )
     books.commit()
     assert ledger.balance(books, account_code=BUDGET, currency="EUR").posted == eur(5000)
+
+
+def test_a_retry_after_the_money_is_gone_gets_the_first_transaction(books: Session) -> None:
+    fund(books, 1000)
+    hold = ledger.place_hold(
+        books, idempotency_key="lease-1", kind="label_payment", reference="a:1", legs=label_legs(800, 100)
+    )
+    books.commit()
+    # the rest of the budget is spent; the same hold asked again is answered, not refused
+    ledger.post_transaction(
+        books, idempotency_key="spend", kind="label_payment", reference="l", legs=label_legs(100, 0)
+    )
+    again = ledger.place_hold(
+        books, idempotency_key="lease-1", kind="label_payment", reference="a:1", legs=label_legs(800, 100)
+    )
+    assert again.id == hold.id
+    with pytest.raises(InsufficientFunds):
+        ledger.place_hold(
+            books, idempotency_key="lease-2", kind="label_payment", reference="a:2", legs=label_legs(800, 100)
+        )
+    with pytest.raises(IdempotencyConflict):
+        ledger.place_hold(
+            books, idempotency_key="lease-1", kind="label_payment", reference="a:1", legs=label_legs(1, 0)
+        )
+    books.commit()
+    assert ledger.balance(books, account_code=BUDGET, currency="EUR").available == eur(0)
+    assert ledger.check_integrity(books) == []
 
 
 def test_no_overdraft_refuses_and_leaves_the_session_usable(books: Session) -> None:
