@@ -274,7 +274,9 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--workers", default="2,4", help="gunicorn worker counts to measure throughput with (comma-separated)"
+    )
     args = parser.parse_args()
     name, url = create_database(args.pg)
     prefix = f"lf:bench:{uuid.uuid4().hex[:8]}:"
@@ -310,10 +312,17 @@ def main() -> None:
             "SECRET_KEY": "bench",
             "RATELIMIT_ENABLED": "false",
         }
-        say(f"throughput: gunicorn -w {args.workers}, {args.clients} client threads, {args.seconds:.0f} s")
-        throughput = measure_throughput(
-            env, data["tokens"][6:], data["projects"]["1M"], args.seconds, args.workers
-        )
+        throughputs = []
+        for workers in [int(w) for w in args.workers.split(",")]:
+            say(f"throughput: gunicorn -w {workers}, {args.clients} client threads, {args.seconds:.0f} s")
+            throughputs.append(
+                (
+                    workers,
+                    measure_throughput(
+                        env, data["tokens"][6:], data["projects"]["1M"], args.seconds, workers
+                    ),
+                )
+            )
         small, large = rows[0][1], rows[1][1]
         print("| project | next p50 | next p99 | submit p50 | submit p99 |")
         print("| --- | ---: | ---: | ---: | ---: |")
@@ -326,10 +335,11 @@ def main() -> None:
             f"ratio 1M / 1k: next p50 {large['next_p50'] / small['next_p50']:.2f}, next p99 {large['next_p99'] / small['next_p99']:.2f}"
         )
         print()
-        print(
-            f"gunicorn -w {args.workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} next+submit pairs/s "
-            f"({throughput['pairs']:,} pairs in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
-        )
+        for workers, throughput in throughputs:
+            print(
+                f"gunicorn -w {workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} next+submit pairs/s "
+                f"({throughput['pairs']:,} pairs in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
+            )
         app.extensions["labelforce.db"].engine.dispose()
     finally:
         drop_database(args.pg, name)

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, insert, select, tuple_, update
+from sqlalchemy import Select, bindparam, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from payments.errors import (
     AccountConflict,
@@ -496,14 +497,43 @@ def record_transaction(
                 for leg in legs
             ],
         )
-    for account_id, change in changes.items():
-        cached = locked.get(account_id)
-        if cached is not None:
-            cached.posted_minor += change.posted
-            cached.pending_out_minor += change.pending_out
-            cached.pending_in_minor += change.pending_in
+    _apply_changes(session, locked, changes)
     session.flush()
     return transaction
+
+
+_ADD_TO_BALANCE = (
+    update(AccountBalance)
+    .where(AccountBalance.account_id == bindparam("changed_id"))
+    .values(
+        posted_minor=AccountBalance.posted_minor + bindparam("posted"),
+        pending_out_minor=AccountBalance.pending_out_minor + bindparam("pending_out"),
+        pending_in_minor=AccountBalance.pending_in_minor + bindparam("pending_in"),
+    )
+)
+
+
+def _apply_changes(session: Session, locked: dict[int, AccountBalance], changes: dict[int, _Change]) -> None:
+    """Add the changes to the locked cached balances: one statement for all of them (executemany, which the
+    PostgreSQL driver pipelines), and the session's copies set to the new values without a flush of their own."""
+    rows = [
+        {
+            "changed_id": account_id,
+            "posted": change.posted,
+            "pending_out": change.pending_out,
+            "pending_in": change.pending_in,
+        }
+        for account_id, change in sorted(changes.items())
+        if account_id in locked and (change.posted or change.pending_out or change.pending_in)
+    ]
+    if not rows:
+        return
+    session.connection().execute(_ADD_TO_BALANCE, rows)
+    for row in rows:
+        cached = locked[row["changed_id"]]
+        set_committed_value(cached, "posted_minor", cached.posted_minor + row["posted"])
+        set_committed_value(cached, "pending_out_minor", cached.pending_out_minor + row["pending_out"])
+        set_committed_value(cached, "pending_in_minor", cached.pending_in_minor + row["pending_in"])
 
 
 def _insert_transaction(session: Session, values: dict[str, Any]) -> LedgerTransaction | None:

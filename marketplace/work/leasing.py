@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus
 from marketplace.billing.services import hold_for_assignment, release_assignment_hold
@@ -110,20 +112,40 @@ def eligible_projects(
     return list(session.scalars(stmt))
 
 
-def _worker(session: Session, project_id: int, annotator_id: int) -> ProjectWorker:
-    worker = session.get(ProjectWorker, (project_id, annotator_id))
-    if worker is None:
-        worker = ProjectWorker(project_id=project_id, annotator_id=annotator_id, leased=0, gold_leased=0)
-        session.add(worker)
-    return worker
-
-
-def gold_due(project: Project, worker: ProjectWorker) -> bool:
+def gold_due(session: Session, project: Project, annotator_id: int) -> bool:
     """Whether the next item for this annotator should be a gold item (the first one is, then at gold_rate)."""
     rate = float(project.review_params.get("gold_rate", 0.0))
     if rate <= 0:
         return False
-    return worker.gold_leased < math.ceil((worker.leased + 1) * rate - 1e-9)
+    worker = session.get(ProjectWorker, (project.id, annotator_id))
+    leased, gold_leased = (worker.leased, worker.gold_leased) if worker is not None else (0, 0)
+    return gold_leased < math.ceil((leased + 1) * rate - 1e-9)
+
+
+def _count_lease(session: Session, *, project_id: int, annotator_id: int, gold: bool) -> None:
+    """Count a lease on the annotator's standing in the project, creating it on their first: one upsert."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(ProjectWorker).values(
+        project_id=project_id,
+        annotator_id=annotator_id,
+        leased=1,
+        gold_leased=int(gold),
+        gold_correct=0,
+        gold_wrong=0,
+    )
+    counted = session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ProjectWorker.project_id, ProjectWorker.annotator_id],
+            set_={
+                "leased": ProjectWorker.leased + 1,
+                "gold_leased": ProjectWorker.gold_leased + int(gold),
+            },
+        ).returning(ProjectWorker.leased, ProjectWorker.gold_leased)
+    ).one()
+    loaded = session.identity_map.get(session.identity_key(ProjectWorker, (project_id, annotator_id)))
+    if loaded is not None:  # keep a copy read earlier in this unit of work in step with the row
+        set_committed_value(loaded, "leased", counted.leased)
+        set_committed_value(loaded, "gold_leased", counted.gold_leased)
 
 
 def _not_done_by(annotator_id: int):  # type: ignore[no-untyped-def]
@@ -214,10 +236,7 @@ def _open_assignment(
                     "lease_expires_at": assignment.lease_expires_at,
                 },
             )
-            worker = _worker(session, project.id, annotator.id)
-            worker.leased += 1
-            if gold:
-                worker.gold_leased += 1
+            _count_lease(session, project_id=project.id, annotator_id=annotator.id, gold=gold)
             # Last: the hold locks the project's budget row, which every lease of the project needs; taking it
             # late keeps the time it is held (until commit) short.
             hold_for_assignment(session, assignment=assignment)
@@ -260,8 +279,7 @@ def lease_next_assignment(
     unaffordable: set[int] = set()
 
     def attempt(project: Project, task_id: int | None, source: str) -> Assignment | None:
-        worker = _worker(session, project.id, annotator.id)
-        if gold_due(project, worker):
+        if gold_due(session, project, annotator.id):
             gold_id = _next_task_id(session, project=project, annotator_id=annotator.id, gold=True)
             if gold_id is not None:
                 task_id, source = gold_id, "gold"
@@ -296,7 +314,7 @@ def lease_next_assignment(
         # A few tries per project: a concurrent annotator may take the row between our read and our claim.
         for _ in range(3):
             task_id = _next_task_id(session, project=project, annotator_id=annotator.id, gold=False)
-            if task_id is None and not gold_due(project, _worker(session, project.id, annotator.id)):
+            if task_id is None and not gold_due(session, project, annotator.id):
                 break
             assignment = attempt(project, task_id, "spot")
             if assignment is not None:
