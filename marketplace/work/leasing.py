@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -67,22 +67,22 @@ def _locking(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def live_lease_count(session: Session, annotator_id: int) -> int:
-    """How many leases the annotator holds now."""
+def _live_leases(annotator_id: int):  # type: ignore[no-untyped-def]
     return (
-        session.scalar(
-            select(func.count())
-            .select_from(Assignment)
-            .where(Assignment.annotator_id == annotator_id, Assignment.state == AssignmentState.LEASED.value)
-        )
-        or 0
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.annotator_id == annotator_id, Assignment.state == AssignmentState.LEASED.value)
     )
 
 
-def eligible_projects(
-    session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None = None
-) -> list[Project]:
-    """Active projects the annotator qualifies for (skill level, price, currency, not blocked), by deadline."""
+def live_lease_count(session: Session, annotator_id: int) -> int:
+    """How many leases the annotator holds now."""
+    return session.scalar(_live_leases(annotator_id)) or 0
+
+
+def _eligible_projects_query(
+    annotator: AnnotatorProfile, now: datetime, project_id: int | None
+) -> Select[tuple[Project]]:
     level = (
         select(AnnotatorSkill.level)
         .where(AnnotatorSkill.annotator_id == annotator.id, AnnotatorSkill.skill_id == Project.skill_id)
@@ -109,7 +109,25 @@ def eligible_projects(
     )
     if project_id is not None:
         stmt = stmt.where(Project.id == project_id)
-    return list(session.scalars(stmt))
+    return stmt
+
+
+def eligible_projects(
+    session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None = None
+) -> list[Project]:
+    """Active projects the annotator qualifies for (skill level, price, currency, not blocked), by deadline."""
+    return list(session.scalars(_eligible_projects_query(annotator, now, project_id)))
+
+
+def _eligible_projects_and_live_leases(
+    session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None
+) -> tuple[list[Project], int]:
+    """`eligible_projects` and `live_lease_count` in one query (a second only when no project qualifies)."""
+    live = _live_leases(annotator.id).scalar_subquery()
+    rows = session.execute(_eligible_projects_query(annotator, now, project_id).add_columns(live)).all()
+    if not rows:
+        return [], live_lease_count(session, annotator.id)
+    return [project for project, _ in rows], int(rows[0][1])
 
 
 def gold_due(session: Session, project: Project, annotator_id: int) -> bool:
@@ -269,11 +287,12 @@ def lease_next_assignment(
         annotator.last_seen_at = now
     if annotator.status != AnnotatorStatus.ACTIVE:
         return LeaseOutcome(None, "account_paused")
-    if live_lease_count(session, annotator.id) >= annotator.capacity:
+    eligible, live_leases = _eligible_projects_and_live_leases(
+        session, annotator=annotator, now=now, project_id=project_id
+    )
+    if live_leases >= annotator.capacity:
         return LeaseOutcome(None, "at_capacity")
-    projects = {
-        p.id: p for p in eligible_projects(session, annotator=annotator, now=now, project_id=project_id)
-    }
+    projects = {p.id: p for p in eligible}
     if not projects:
         return LeaseOutcome(None, "no_eligible_project")
     unaffordable: set[int] = set()
