@@ -142,6 +142,42 @@ def test_guided_equals_flow_on_generated_instances(n_tasks: int, n_annotators: i
     assert objective(guided) == objective(flow)
 
 
+@PROPERTY
+@given(instances(), st.integers(0, 3))
+def test_guided_holding_back_binding_pairs_equals_exhaustive_optimum(
+    instance: Instance, safe_rounds: int
+) -> None:
+    options = SolveOptions(guided=GuidedOptions(k=1, edf_safe_rounds=safe_rounds))
+    result = solve(instance, method="guided", options=options)
+    check_result(instance, result)
+    assert result.stats["certified"] is True
+    assert objective(result) == exhaustive_optimum(instance)
+
+
+@pytest.mark.parametrize(
+    ("n_tasks", "n_annotators", "seed", "k"), [(900, 90, 3, 4), (2000, 200, 5, 8), (3000, 300, 2, 32)]
+)
+def test_holding_back_binding_pairs_keeps_guided_exact(
+    n_tasks: int, n_annotators: int, seed: int, k: int
+) -> None:
+    # One skill pool (4 skills), so that the round log is reported; short deadlines make EDF limits bind.
+    instance = generate_instance(n_tasks, n_annotators, n_skills=4, seed=seed)
+    flow = solve(instance, method="flow")
+    check_result(instance, flow)
+    for safe_rounds in (0, 1, 3):
+        options = SolveOptions(guided=GuidedOptions(k=k, seed=seed, edf_safe_rounds=safe_rounds))
+        guided = solve(instance, method="guided", options=options)
+        check_result(instance, guided)
+        assert guided.status == "optimal"
+        assert guided.stats["certified"] is True
+        assert objective(guided) == objective(flow)
+        log = guided.stats["round_log"]
+        assert isinstance(log, list)
+        held_back = sum(entry["held_back_pairs"] for entry in log)
+        # The first pricing round found pairs that would make an early bucket bind: they waited.
+        assert (held_back > 0) == (safe_rounds > 0)
+
+
 def test_flow_switches_to_guided_above_the_threshold_and_stays_exact() -> None:
     instance = generate_instance(800, 80, seed=5)
     one_shot = solve(instance, method="flow")
