@@ -107,12 +107,17 @@ def fund_project(
     budget = budget_account_code(project.id)
     return ledger.post_transaction(
         session,
-        idempotency_key=f"project:{project.id}:funding:{idempotency_key}",
+        idempotency_key=f"project:{project.id}:funding:{idempotency_key}",  # see recorded_funding
         kind=KIND_FUNDING,
         reference=f"project:{project.id}",
         legs=[ledger.debit(source_account, amount), ledger.credit(budget, amount)],
         metadata={"source": source, "client_key": idempotency_key},
     )
+
+
+def recorded_funding(session: Session, *, project: Project, idempotency_key: str) -> LedgerTransaction | None:
+    """The funding already recorded under the client's key for this project, if any."""
+    return ledger.find_transaction(session, idempotency_key=f"project:{project.id}:funding:{idempotency_key}")
 
 
 def lock_accounts_for_decision(session: Session, *, project: Project, annotator_ids: Iterable[int]) -> None:

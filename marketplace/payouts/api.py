@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -119,12 +119,13 @@ class MyPayoutAccount(MethodView):
             currency=profile.currency,
             email=user.email,
         )
-        base = request.host_url.rstrip("/")
+        # By default the annotator comes back to their payouts page in the web UI.
         link = payouts.onboarding_link(
             gateway=gateway,
             account=account,
-            refresh_url=body.get("refresh_url") or f"{base}/annotator/payout-account?onboarding=expired",
-            return_url=body.get("return_url") or f"{base}/annotator/payout-account?onboarding=done",
+            refresh_url=body.get("refresh_url")
+            or url_for("web.my_payouts", onboarding="expired", _external=True),
+            return_url=body.get("return_url") or url_for("web.my_payouts", onboarding="done", _external=True),
         )
         return _account_out(account, link)
 

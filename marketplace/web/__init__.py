@@ -38,6 +38,8 @@ def init_app(app: Flask) -> None:
     from marketplace.web import (  # noqa: F401
         account_views,
         finance_views,
+        payout_views,
+        project_setup_views,
         project_views,
         review_views,
         work_views,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_user, is_platform_admin
-from marketplace.accounts.models import Membership, OrgRole, PlatformRole, User
+from marketplace.accounts.models import Membership, Organisation, OrgRole, PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.db import get_session
 from marketplace.errors import Forbidden
@@ -72,6 +72,21 @@ def areas_for(session: Session, user: User) -> list[Area]:
         areas.append(FINANCE)
     g.web_areas = areas
     return areas
+
+
+def managed_organisations(session: Session, user: User) -> list[Organisation]:
+    """The organisations `user` may create projects in: those they administer or manage (every one for
+    platform admins, as the API allows)."""
+    stmt = select(Organisation).order_by(Organisation.name, Organisation.id)
+    if not is_platform_admin(user):
+        stmt = stmt.where(
+            Organisation.id.in_(
+                select(Membership.organisation_id).where(
+                    Membership.user_id == user.id, Membership.role.in_(PROJECT_MANAGERS)
+                )
+            )
+        )
+    return list(session.scalars(stmt))
 
 
 def reload_user_on_retry(view: F) -> F:

@@ -13,6 +13,18 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+#: where a payout gateway's onboarding lives: the onboarding form's POST answers with a redirect there, and
+#: browsers hold such redirects to the page's form-action
+ONBOARDING_ORIGINS = {"stripe": "https://connect.stripe.com"}
+
+
+def content_security_policy(*, form_redirect_to: str | None = None) -> str:
+    """The pages' policy; `form_redirect_to` also lets this page's forms lead to that origin."""
+    if form_redirect_to is None:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("form-action 'self'", f"form-action 'self' {form_redirect_to}")
+
+
 @bp.after_request
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)

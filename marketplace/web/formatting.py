@@ -10,7 +10,8 @@ from typing import Any
 from flask import Flask
 
 from marketplace.db import utcnow
-from payments.money import Money
+from payments.errors import InvalidAmount
+from payments.money import Money, exponent
 
 
 def format_number(value: Any, places: int = 0) -> str:
@@ -35,6 +36,21 @@ def format_money(value: Money | None) -> str:
 def money_of(amount_minor: int, currency: str) -> str:
     """An amount stored as minor units and a currency, for people."""
     return Money(amount_minor, currency).format()
+
+
+def parse_amount(text: str | None, currency: str) -> Money:
+    """'12.50' in EUR → Money(1250, 'EUR'), exactly (no float on the way); ValueError says, for people, what is
+    wrong. Commas are refused rather than guessed: '1,500' is fifteen hundred to some and one and a half to
+    others."""
+    try:
+        return Money.parse((text or "").strip(), currency)
+    except InvalidAmount:
+        places = exponent(currency)
+        decimals = "no decimals" if not places else f"at most {places} decimals after a point"
+        example = "1250" if not places else "1250." + "5".ljust(places, "0")
+        raise ValueError(
+            f"Write the amount in {currency} with {decimals} and no thousands separators, e.g. {example}."
+        ) from None
 
 
 def format_percent(part: float, whole: float) -> str:

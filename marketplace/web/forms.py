@@ -9,13 +9,19 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateField,
+    DateTimeLocalField,
+    DecimalField,
     EmailField,
     HiddenField,
+    IntegerField,
     PasswordField,
     StringField,
     TextAreaField,
 )
-from wtforms.validators import AnyOf, DataRequired, Length, Optional, ValidationError
+from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Optional, ValidationError
+
+from marketplace.projects.label_schema import KINDS
+from marketplace.projects.models import ProjectStatus, ReviewPolicy
 
 
 class LoginForm(FlaskForm):
@@ -98,3 +104,81 @@ class PeriodForm(FlaskForm):
 
     since = DateField("From", validators=[Optional()])
     until = DateField("Until (inclusive)", validators=[Optional()])
+
+
+# The <select>s of the forms below are written by their templates from these lists (see IMPORT_FORMATS).
+SCHEMA_KINDS = [
+    ("single_choice", "One choice from a list"),
+    ("multi_choice", "Several choices from a list"),
+    ("text", "Free text"),
+]
+REVIEW_POLICIES = [
+    ("manual", "Manual: a reviewer decides every label"),
+    ("gold", "Gold: checked against known answers"),
+    ("consensus", "Consensus: the agreeing majority is accepted"),
+]
+NEW_PROJECT_STATUSES = [
+    ("active", "Open to annotators as soon as it has tasks and budget"),
+    ("draft", "Draft: not open to annotators yet"),
+]
+
+
+class NewProjectForm(FlaskForm):
+    """What `create_project` accepts, as people write it: ranges are checked by the API's own schema and the
+    service (see marketplace.web.project_setup_views), so the web and the API refuse the same things."""
+
+    # the organisation and the skill are <select>s filled from the database; the view checks them
+    organisation_id = StringField("Organisation", validators=[DataRequired("Choose the organisation.")])
+    name = StringField("Name", validators=[DataRequired("Give the project a name.")])
+    instructions = TextAreaField("Instructions for annotators")
+    schema_type = StringField(
+        "Answer",
+        default="single_choice",
+        validators=[AnyOf(list(KINDS), message="Choose the kind of answer.")],
+    )
+    choices = TextAreaField("Choices, one per line")
+    choice_min = IntegerField("Choose at least", validators=[Optional()])
+    choice_max = IntegerField("Choose at most", validators=[Optional()])
+    text_max_length = IntegerField("Longest answer (characters)", validators=[Optional()])
+    skill = StringField("Skill", validators=[DataRequired("Choose the skill the work needs.")])
+    min_level = IntegerField("Minimum skill level", default=1, validators=[InputRequired()])
+    currency = StringField("Currency", default="EUR", validators=[DataRequired("Choose a currency.")])
+    pay_per_label = StringField(
+        "Pay per accepted label", validators=[DataRequired("Say what an accepted label pays.")]
+    )
+    labels_per_item = IntegerField("Labels per item", default=1, validators=[InputRequired()])
+    review_policy = StringField(
+        "Review",
+        default=ReviewPolicy.MANUAL.value,
+        validators=[AnyOf([p.value for p in ReviewPolicy], message="Choose a review policy.")],
+    )
+    gold_rate = DecimalField("Share of gold items", validators=[Optional()])
+    agreement_threshold = DecimalField("Agreement needed (consensus)", validators=[Optional()])
+    max_extra_labels = IntegerField(
+        "Extra labels when annotators disagree (consensus)", validators=[Optional()]
+    )
+    review_window_hours = IntegerField("Review window in hours (manual)", validators=[Optional()])
+    deadline = DateTimeLocalField(
+        "Deadline (UTC)",
+        format="%Y-%m-%dT%H:%M",
+        validators=[InputRequired("Give a deadline.")],
+    )
+    lease_minutes = IntegerField("Lease length in minutes", validators=[Optional()])
+    status = StringField(
+        "Status",
+        default=ProjectStatus.ACTIVE.value,
+        validators=[AnyOf([value for value, _ in NEW_PROJECT_STATUSES], message="Choose a status.")],
+    )
+
+
+class FundingForm(FlaskForm):
+    """An amount in the project's currency and the key that makes a double submit fund once."""
+
+    amount = StringField("Amount", validators=[DataRequired("Enter an amount.")])
+    funding_key = HiddenField(validators=[DataRequired()])
+
+
+class PayoutAccountForm(FlaskForm):
+    """Open the payout account (its country is needed the first time) or continue its onboarding."""
+
+    country = StringField("Country of your bank account", validators=[Optional()])

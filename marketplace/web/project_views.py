@@ -21,7 +21,14 @@ from marketplace.redis import get_redis
 from marketplace.throughput.models import ProjectHealth
 from marketplace.throughput.services import RISK_MESSAGES, project_progress
 from marketplace.web import queries
-from marketplace.web.access import BUDGET_READERS, PROJECT_MANAGERS, PROJECT_READERS, PROJECTS, area_required
+from marketplace.web.access import (
+    BUDGET_READERS,
+    PROJECT_MANAGERS,
+    PROJECT_READERS,
+    PROJECTS,
+    area_required,
+    managed_organisations,
+)
 from marketplace.web.blueprint import bp
 from marketplace.web.charts import hourly_bar_chart
 from marketplace.web.forms import IMPORT_FORMATS, ImportForm
@@ -65,6 +72,7 @@ def projects() -> str:
             )
             for p, org, risk in rows
         ],
+        can_create=bool(managed_organisations(session, user)),
         now=utcnow(),
     )
 
@@ -109,7 +117,7 @@ def project(project_id: int) -> str:
         states=queries.label_states(session, found.id),
         leases=queries.live_leases(session, found.id),
         show_budget=role is None or role in BUDGET_READERS,
-        can_import=role is None or role in PROJECT_MANAGERS,
+        can_manage=role is None or role in PROJECT_MANAGERS,
         pay=Money(found.pay_per_label_minor, found.currency),
         chart=hourly_bar_chart(counts, first_hour=first_hour),
         plan=plan,

@@ -230,6 +230,11 @@ def test_an_annotator_opens_a_payout_account_and_gets_an_onboarding_link(
     assert shown.get_json()["account_id"] == body["account_id"]
     assert list(fake_stripe.accounts) == [body["account_id"]]
     assert fake_stripe.accounts[body["account_id"]]["metadata"] == {"reference": f"annotator:{annotator_id}"}
+    links = [r.params for r in fake_stripe.requests if r.path == "/v1/account_links"]
+    # by default Stripe sends the annotator back to their payouts page
+    assert links[0]["return_url"] == "http://localhost/work/payouts?onboarding=done"
+    assert links[0]["refresh_url"] == "http://localhost/work/payouts?onboarding=expired"
+    assert client.get("/work/payouts?onboarding=done").status_code == 302  # the page exists (log in first)
     bad = client.post("/api/v1/annotators/me/payout-account", json={"country": "France"}, headers=annotator)
     assert bad.status_code == 422
 

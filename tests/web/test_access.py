@@ -12,9 +12,12 @@ PAGES = [
     "/work/history",
     "/work/earnings",
     "/work/assignments/1",
+    "/work/payouts",
     "/projects",
+    "/projects/new",
     "/projects/1",
     "/projects/1/import",
+    "/projects/1/funding",
     "/review",
     "/review/appeals",
     "/finance",
@@ -28,6 +31,9 @@ ACTIONS = [
     "/work/assignments/1/release",
     "/work/assignments/1/heartbeat",
     "/projects/1/import",
+    "/projects/new",
+    "/projects/1/funding",
+    "/work/payouts/account",
     "/review/labels/1",
     "/review/appeals/1",
     "/work/labels/1/appeal",
@@ -51,6 +57,10 @@ REFUSED = [
     ("annotator_user", "/review/appeals"),
     ("annotator_user", "/finance"),
     ("manager", "/work"),
+    ("manager", "/work/payouts"),
+    ("annotator_user", "/projects/new"),
+    ("reviewer", "/projects/new"),
+    ("org_finance", "/projects/1/funding"),
     ("manager", "/finance"),
     ("reviewer", "/work/history"),
     ("reviewer", "/finance/payouts.csv"),
@@ -74,6 +84,8 @@ def test_a_project_of_another_tenant_is_not_found(world: World, as_user) -> None
     assert client.get(f"/projects/{other}").status_code == 404
     assert client.get(f"/projects/{other}/import").status_code == 404
     assert client.post(f"/projects/{other}/import").status_code == 404
+    assert client.get(f"/projects/{other}/funding").status_code == 404
+    assert client.post(f"/projects/{other}/funding").status_code == 404
     assert client.get("/projects/999999").status_code == 404
     listing = client.get("/projects").get_data(as_text=True)
     assert "Product reviews" in listing
@@ -148,3 +160,30 @@ def test_with_csrf_on_a_post_without_the_token_is_refused(world: World, app_conf
         annotator.post("/work/assignments/1/heartbeat", headers={"Accept": "application/json"}).status_code
         == 400
     )
+
+
+def test_the_new_forms_carry_their_csrf_token(world: World, app_config, make_app) -> None:
+    app = make_app({**app_config, "WTF_CSRF_ENABLED": True})
+    manager = login(app.test_client(), world.manager)
+    annotator = login(app.test_client(), world.annotator_user)
+    funding = f"/projects/{world.project.id}/funding"
+    forms = [
+        (manager, "/projects/new", "/projects/new"),
+        (manager, funding, funding),
+        (annotator, "/work/payouts", "/work/payouts/account"),
+    ]
+    for client, path, action in forms:
+        assert client.post(action).status_code == 400, action
+        page = client.get(path).get_data(as_text=True)
+        form = r'<form method="post"[^>]*>\s*<input id="csrf_token" name="csrf_token" type="hidden"'
+        assert re.search(form, page), path
+
+    page = manager.get(funding).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    key = re.search(r'name="funding_key" type="hidden" value="([^"]+)"', page)
+    assert token is not None
+    assert key is not None
+    funded = manager.post(
+        funding, data={"csrf_token": token.group(1), "funding_key": key.group(1), "amount": "10"}
+    )
+    assert funded.status_code == 302

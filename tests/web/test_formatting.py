@@ -12,8 +12,10 @@ from marketplace.web.formatting import (
     format_number,
     format_percent,
     format_relative,
+    parse_amount,
     payload_view,
 )
+from payments.money import Money
 
 NOW = datetime(2025, 6, 3, 14, 5, tzinfo=UTC)
 
@@ -24,6 +26,40 @@ NOW = datetime(2025, 6, 3, 14, 5, tzinfo=UTC)
 )
 def test_numbers_have_thousands_separators(value, places, text) -> None:
     assert format_number(value, places) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "minor"),
+    [
+        ("12.50", "EUR", 1250),
+        (" 3 ", "EUR", 300),
+        ("0.1", "EUR", 10),
+        ("1234567.89", "USD", 123456789),
+        ("500", "JPY", 500),
+        ("1.005", "KWD", 1005),
+        ("-2", "EUR", -200),
+    ],
+)
+def test_amounts_are_read_exactly_into_minor_units(text, currency, minor) -> None:
+    assert parse_amount(text, currency) == Money(minor, currency)
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "message"),
+    [
+        ("0.505", "EUR", "at most 2 decimals after a point"),
+        ("1.5", "JPY", "with no decimals"),
+        ("1,50", "EUR", "no thousands separators, e.g. 1250.50"),
+        ("1,000", "JPY", "e.g. 1250."),
+        ("1e3", "EUR", "e.g. 1250.50"),
+        ("€5", "EUR", "e.g. 1250.50"),
+        ("", "EUR", "e.g. 1250.50"),
+        (None, "KWD", "at most 3 decimals after a point and no thousands separators, e.g. 1250.500"),
+    ],
+)
+def test_amounts_that_are_not_plain_decimals_are_refused(text, currency, message) -> None:
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        parse_amount(text, currency)
 
 
 @pytest.mark.parametrize(
