@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from marketplace.billing.services import project_budget
 from marketplace.db import utcnow
+from marketplace.projects.models import Project
 from marketplace.work import decisions, leasing
+from payments.money import Money
 from tests import factories as f
 from tests.web.conftest import World, add_tasks
 
@@ -131,3 +135,29 @@ def test_manager_sees_the_project_dashboard(
     expect(page.locator("figure.chart figcaption")).to_contain_text(f"{made} in all")
     page.screenshot(path=tmp_path / "manager-dashboard.png", full_page=True)
     assert (tmp_path / "manager-dashboard.png").stat().st_size > 10_000
+
+
+def test_manager_creates_and_funds_a_project_in_the_browser(
+    world: World, live_server: str, browser_page: Page, tmp_path: Path, db_session: Session
+) -> None:
+    page = browser_page
+    log_in(page, live_server, world.manager.email)
+    page.get_by_role("link", name="Projects").first.click()
+    page.get_by_role("link", name="New project").click()
+    page.get_by_label("Name").fill("Street signs")
+    page.get_by_label("Choices, one per line").fill("stop\nyield\nspeed limit")
+    page.get_by_label("Pay per accepted label").fill("0.40")
+    page.get_by_label("Deadline (UTC)").fill((utcnow() + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"))
+    page.screenshot(path=tmp_path / "new-project.png", full_page=True)
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name=re.compile("Street signs"))).to_be_visible()
+
+    page.get_by_role("link", name="Fund").click()
+    page.get_by_label("Amount").fill("250.00")
+    page.get_by_role("button", name="Add to the budget").click()
+    expect(page.get_by_text("Added €250.00 to the budget")).to_be_visible()
+    page.screenshot(path=tmp_path / "funded.png", full_page=True)
+
+    project = db_session.scalars(select(Project).where(Project.name == "Street signs")).one()
+    assert (project.pay_per_label_minor, project.currency) == (40, "EUR")
+    assert project_budget(db_session, project=project).available == Money(25_000, "EUR")
