@@ -31,7 +31,10 @@ def validate_schema(schema: Any) -> dict[str, Any]:
     if kind == "text":
         max_length = schema.get("max_length", 2000)
         if type(max_length) is not int or not 1 <= max_length <= 100_000:
-            raise InvalidInput("label_schema.max_length must be an integer from 1 to 100000.")
+            raise InvalidInput(
+                "label_schema.max_length must be an integer from 1 to 100000.",
+                details={"label_schema.max_length": max_length},
+            )
         return {"type": kind, "max_length": max_length}
     choices = schema.get("choices")
     if (
@@ -49,7 +52,8 @@ def validate_schema(schema: Any) -> dict[str, Any]:
     low, high = schema.get("min", 1), schema.get("max", len(choices))
     if type(low) is not int or type(high) is not int or not 0 <= low <= high <= len(choices):
         raise InvalidInput(
-            "label_schema.min and max must be integers with 0 ≤ min ≤ max ≤ number of choices."
+            "label_schema.min and max must be integers with 0 ≤ min ≤ max ≤ number of choices.",
+            details={"label_schema.min": low, "label_schema.max": high},
         )
     return {"type": kind, "choices": choices, "min": low, "max": high}
 

@@ -70,10 +70,16 @@ def normalise_review_params(
             else type(value) is int
         )
         if not ok:
-            raise InvalidInput(f"review_params.{name} must be a {expected.__name__}.")
+            raise InvalidInput(
+                f"review_params.{name} must be a {expected.__name__}.",
+                details={f"review_params.{name}": value},
+            )
         if name in _RANGES and not _RANGES[name][0] <= value <= _RANGES[name][1]:
             low, high = _RANGES[name]
-            raise InvalidInput(f"review_params.{name} must be between {low} and {high}.")
+            raise InvalidInput(
+                f"review_params.{name} must be between {low} and {high}.",
+                details={f"review_params.{name}": value},
+            )
         merged[name] = value
     return merged
 
@@ -113,7 +119,9 @@ def create_project(
         webhook_url=fields.get("webhook_url"),
     )
     if policy == ReviewPolicy.CONSENSUS and project.labels_per_item < 2:
-        raise InvalidInput("Consensus review needs labels_per_item of at least 2.")
+        raise InvalidInput(
+            "Consensus review needs labels_per_item of at least 2.", details={"labels_per_item": "at least 2"}
+        )
     session.add(project)
     session.flush()  # generate project.id
     return project
@@ -145,7 +153,9 @@ def update_project(session: Session, *, project: Project, fields: Mapping[str, A
     for name, value in changes.items():
         setattr(project, name, value)
     if project.review_policy == ReviewPolicy.CONSENSUS and project.labels_per_item < 2:
-        raise InvalidInput("Consensus review needs labels_per_item of at least 2.")
+        raise InvalidInput(
+            "Consensus review needs labels_per_item of at least 2.", details={"labels_per_item": "at least 2"}
+        )
     project.updated_at = utcnow()
     session.flush()
     return project

@@ -93,28 +93,23 @@ def _schema_errors(form: NewProjectForm, messages: dict[str, Any], schema: ma.Sc
 
 
 def _service_error(form: NewProjectForm, exc: InvalidInput) -> None:
-    """Put the service's refusal on the field it is about (it names the API's field), else on the form."""
-    message = exc.message
+    """Put the service's refusal on the field its details name (the API's field names), else on the form."""
     details = exc.details if isinstance(exc.details, dict) else {}
-    prefixes = {
+    fields = {
         "label_schema.choices": form.choices,
         "label_schema.min": form.choice_min,
         "label_schema.max_length": form.text_max_length,
         "label_schema.type": form.schema_type,
         **{f"review_params.{name}": getattr(form, name) for name in REVIEW_PARAMS},
+        "skill": form.skill,
+        "deadline": form.deadline,
+        "labels_per_item": form.labels_per_item,
     }
-    for prefix, field in prefixes.items():
-        if prefix in details or message.startswith(prefix):
-            field.errors = [*field.errors, _without_api_name(message, prefix)]
-            return
-    for name, field in (("skill", form.skill), ("deadline", form.deadline)):
+    for name, field in fields.items():
         if name in details:
-            field.errors = [*field.errors, message]
+            field.errors = [*field.errors, _without_api_name(exc.message, name)]
             return
-    if message.startswith("Consensus"):
-        form.labels_per_item.errors = [*form.labels_per_item.errors, message]
-        return
-    form.form_errors.append(message)
+    form.form_errors.append(exc.message)
 
 
 def _without_api_name(message: str, name: str) -> str:
