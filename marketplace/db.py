@@ -104,13 +104,18 @@ class RequestSession(Session):
     SQLAlchemy's identity map holds objects weakly, so a row read early in a request (the caller's project, the
     assignment being submitted) is garbage once no local variable points at it, and the next `session.get` of
     it goes back to the database. A request is short and touches few rows; holding them saves those reads.
-    CLI commands and jobs, which may stream many rows, use plain sessions.
+    CLI commands and jobs, which may stream many rows, use plain sessions; a request that reads more than
+    `KEEP_LIMIT` rows (a paged export) keeps only the first ones, so its memory stays bounded.
     """
+
+    KEEP_LIMIT = 1000
 
 
 @event.listens_for(RequestSession, "loaded_as_persistent")
 def _keep_loaded(session: Session, instance: object) -> None:
-    session.info.setdefault("loaded", []).append(instance)
+    kept: list[object] = session.info.setdefault("loaded", [])
+    if len(kept) < RequestSession.KEEP_LIMIT:
+        kept.append(instance)
 
 
 class Database:
