@@ -51,6 +51,16 @@ _TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+def allowed_transitions(status: str) -> set[str]:
+    """The statuses a project in `status` may change to (none once completed)."""
+    return set(_TRANSITIONS[ProjectStatus(status)])
+
+
+def _check_deadline(deadline: datetime) -> None:
+    if deadline <= utcnow():
+        raise InvalidInput("The deadline must be in the future.", details={"deadline": deadline.isoformat()})
+
+
 def normalise_review_params(
     params: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -96,8 +106,7 @@ def create_project(
 ) -> Project:
     """A new project in `organisation_id` from validated API fields."""
     deadline: datetime = fields["deadline"]
-    if deadline <= utcnow():
-        raise InvalidInput("The deadline must be in the future.", details={"deadline": deadline.isoformat()})
+    _check_deadline(deadline)
     policy = fields.get("review_policy", ReviewPolicy.MANUAL.value)
     project = Project(
         organisation_id=organisation_id,
@@ -131,9 +140,9 @@ def update_project(session: Session, *, project: Project, fields: Mapping[str, A
     """Apply validated changes to `project`."""
     changes = dict(fields)
     new_status = changes.get("status", project.status)
-    if new_status != project.status and new_status not in _TRANSITIONS[ProjectStatus(project.status)]:
+    if new_status != project.status and new_status not in allowed_transitions(project.status):
         raise Conflict(
-            f"A {project.status} project cannot become {changes['status']}.", code="bad_transition"
+            f"The project is {project.status}: it cannot become {changes['status']}.", code="bad_transition"
         )
     if project.status == ProjectStatus.COMPLETED and changes:
         raise Conflict("A completed project cannot be changed.", code="project_completed")
@@ -149,6 +158,7 @@ def update_project(session: Session, *, project: Project, fields: Mapping[str, A
             changes.pop("review_params"), base=project.review_params
         )
     if "deadline" in changes:
+        _check_deadline(changes["deadline"])
         project.deadline_at = changes.pop("deadline")
     for name, value in changes.items():
         setattr(project, name, value)

@@ -39,6 +39,7 @@ def init_app(app: Flask) -> None:
         account_views,
         finance_views,
         payout_views,
+        project_settings_views,
         project_setup_views,
         project_views,
         review_views,

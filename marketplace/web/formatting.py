@@ -53,6 +53,14 @@ def parse_amount(text: str | None, currency: str) -> Money:
         ) from None
 
 
+def amount_input(value: Money) -> str:
+    """Money(125050, 'EUR') → '1250.50': what `parse_amount` reads back exactly (for a form's input)."""
+    places = exponent(value.currency)
+    units, fraction = divmod(abs(value.amount), 10**places)
+    sign = "-" if value.amount < 0 else ""
+    return f"{sign}{units}" + (f".{fraction:0{places}d}" if places else "")
+
+
 def format_percent(part: float, whole: float) -> str:
     """'42%' (no decimals below 10 000 parts; '—' when there is no whole)."""
     if not whole:

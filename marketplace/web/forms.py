@@ -182,3 +182,53 @@ class PayoutAccountForm(FlaskForm):
     """Open the payout account (its country is needed the first time) or continue its onboarding."""
 
     country = StringField("Country of your bank account", validators=[Optional()])
+
+
+class ProjectSettingsForm(FlaskForm):
+    """What `update_project` changes after creation, as people write it: amounts as decimals in the project's
+    currency, the lease in minutes, the deadline as a UTC wall time. Ranges are checked by the API's schema and
+    the service (see marketplace.web.project_settings_views)."""
+
+    name = StringField("Name", validators=[DataRequired("Give the project a name.")])
+    instructions = TextAreaField("Instructions for annotators")
+    deadline = DateTimeLocalField(
+        "Deadline (UTC)", format="%Y-%m-%dT%H:%M", validators=[InputRequired("Give a deadline.")]
+    )
+    pay_per_label = StringField(
+        "Pay per accepted label", validators=[DataRequired("Say what an accepted label pays.")]
+    )
+    budget = StringField("Planned budget", validators=[DataRequired("Give the planned budget (0 for none).")])
+    lease_minutes = IntegerField(
+        "Lease length in minutes", validators=[InputRequired("Give the lease length in minutes.")]
+    )
+    webhook_url = StringField("Webhook URL", validators=[Optional()])
+    # review parameters: `places=None` shows a stored 0.125 as it is, not rounded to 0.13 (which a save would
+    # then write back as a change nobody made)
+    gold_rate = DecimalField(
+        "Share of gold items", places=None, validators=[InputRequired("Give the share of gold items.")]
+    )
+    gold_accuracy_floor = DecimalField(
+        "Gold accuracy floor", places=None, validators=[InputRequired("Give the gold accuracy floor.")]
+    )
+    gold_min_items = IntegerField(
+        "Gold items before the floor applies", validators=[InputRequired("Give a number of gold items.")]
+    )
+    pay_correct_gold = BooleanField("Pay for correct answers on gold items")
+    agreement_threshold = DecimalField(
+        "Agreement needed (consensus)", places=None, validators=[InputRequired("Give the agreement needed.")]
+    )
+    max_extra_labels = IntegerField(
+        "Extra labels when annotators disagree (consensus)",
+        validators=[InputRequired("Give a number of extra labels.")],
+    )
+    review_window_hours = IntegerField(
+        "Review window in hours (manual)", validators=[InputRequired("Give the review window in hours.")]
+    )
+
+
+class ProjectStatusForm(FlaskForm):
+    """The status a button asks for; the service decides whether the project may go there."""
+
+    status = StringField(
+        validators=[AnyOf([s.value for s in ProjectStatus], message="Choose one of the offered changes.")]
+    )

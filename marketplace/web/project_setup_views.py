@@ -61,7 +61,7 @@ REVIEW_PARAMS = {
 _FORM_FIELD = {"pay_per_label_minor": "pay_per_label", "lease_seconds": "lease_minutes"}
 
 
-def _range_of(schema: ma.Schema, name: str) -> validate.Range:
+def schema_range(schema: ma.Schema, name: str) -> validate.Range:
     """The range the API's schema allows for `name` (the one place that rule is written)."""
     for validator in schema.fields[name].validators:
         if isinstance(validator, validate.Range):
@@ -69,10 +69,17 @@ def _range_of(schema: ma.Schema, name: str) -> validate.Range:
     raise LookupError(f"{type(schema).__name__}.{name} has no range")
 
 
-def _money_range_message(schema: ma.Schema, name: str, currency: str) -> str:
-    bounds = _range_of(schema, name)
+def money_range_message(schema: ma.Schema, name: str, currency: str) -> str:
+    """'Enter an amount from €0.00 to …': the schema's range of minor units, said in the currency."""
+    bounds = schema_range(schema, name)
     low, high = Money(int(bounds.min or 0), currency), Money(int(bounds.max or 0), currency)
     return f"Enter an amount from {low.format()} to {high.format()}."
+
+
+def lease_range_message(schema: ma.Schema) -> str:
+    """'Enter 1 to 10,080 minutes.': the schema's range of `lease_seconds`, in the form's minutes."""
+    bounds = schema_range(schema, "lease_seconds")
+    return f"Enter {int(bounds.min or 0) // 60:,} to {int(bounds.max or 0) // 60:,} minutes."
 
 
 def _schema_errors(form: NewProjectForm, messages: dict[str, Any], schema: ma.Schema, currency: str) -> None:
@@ -83,10 +90,9 @@ def _schema_errors(form: NewProjectForm, messages: dict[str, Any], schema: ma.Sc
             form.form_errors.append(f"{name}: {' '.join(map(str, problems))}")
             continue
         if name == "pay_per_label_minor":
-            text = _money_range_message(schema, name, currency)
+            text = money_range_message(schema, name, currency)
         elif name == "lease_seconds":
-            bounds = _range_of(schema, name)
-            text = f"Enter {int(bounds.min or 0) // 60:,} to {int(bounds.max or 0) // 60:,} minutes."
+            text = lease_range_message(schema)
         else:
             text = " ".join(str(p) for p in (problems if isinstance(problems, list) else [problems]))
         field.errors = [*field.errors, text]
@@ -107,12 +113,12 @@ def _service_error(form: NewProjectForm, exc: InvalidInput) -> None:
     }
     for name, field in fields.items():
         if name in details:
-            field.errors = [*field.errors, _without_api_name(exc.message, name)]
+            field.errors = [*field.errors, without_api_name(exc.message, name)]
             return
     form.form_errors.append(exc.message)
 
 
-def _without_api_name(message: str, name: str) -> str:
+def without_api_name(message: str, name: str) -> str:
     """'label_schema.choices must be …' → 'Must be …' (said under the field itself); 'label_schema.min and max
     must be …' → 'Min and max must be …'."""
     if message.startswith(f"{name} "):
@@ -336,7 +342,7 @@ def _funding_amount(form: FundingForm, project: Project) -> Money | None:
         if "amount_minor" in messages:
             form.amount.errors = [
                 *form.amount.errors,
-                _money_range_message(schema, "amount_minor", project.currency),
+                money_range_message(schema, "amount_minor", project.currency),
             ]
         if "idempotency_key" in messages:
             form.amount.errors = [*form.amount.errors, "The form expired; please send it again."]

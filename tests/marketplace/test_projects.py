@@ -77,3 +77,13 @@ def test_manager_of_several_organisations_must_say_which(client, db_session) -> 
         ).status_code
         == 403
     )
+
+
+def test_a_deadline_cannot_move_into_the_past(client, db_session) -> None:
+    _, headers = _manager(db_session)
+    project_id = client.post("/api/v1/projects", json=f.project_body(), headers=headers).get_json()["id"]
+    url = f"/api/v1/projects/{project_id}"
+    refused = client.patch(url, json={"deadline": "2020-01-01T00:00:00Z"}, headers=headers)
+    assert refused.status_code == 422
+    assert refused.get_json()["error"]["details"] == {"deadline": "2020-01-01T00:00:00+00:00"}
+    assert client.get(url, headers=headers).get_json()["deadline"] != "2020-01-01T00:00:00+00:00"

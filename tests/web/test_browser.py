@@ -161,3 +161,24 @@ def test_manager_creates_and_funds_a_project_in_the_browser(
     project = db_session.scalars(select(Project).where(Project.name == "Street signs")).one()
     assert (project.pay_per_label_minor, project.currency) == (40, "EUR")
     assert project_budget(db_session, project=project).available == Money(25_000, "EUR")
+
+
+def test_manager_pauses_a_project_from_its_settings_in_the_browser(
+    world: World, live_server: str, browser_page: Page, tmp_path: Path, db_session: Session
+) -> None:
+    page = browser_page
+    log_in(page, live_server, world.manager.email)
+    page.goto(f"{live_server}/projects/{world.project.id}")
+    expect(page.locator("h1 .state")).to_have_text("active")
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name=re.compile("Settings"))).to_be_visible()
+    expect(page.get_by_role("button", name="Resume")).to_have_count(0)
+    page.screenshot(path=tmp_path / "settings.png", full_page=True)
+    page.get_by_role("button", name="Pause").click()
+
+    expect(page).to_have_url(f"{live_server}/projects/{world.project.id}")
+    expect(page.get_by_text("Project paused: annotators get no new tasks from it.")).to_be_visible()
+    expect(page.locator("h1 .state")).to_have_text("paused")
+    page.screenshot(path=tmp_path / "paused.png", full_page=True)
+    db_session.expire_all()
+    assert db_session.get_one(Project, world.project.id).status == "paused"
