@@ -178,9 +178,18 @@ def free_port() -> int:
 
 
 def measure_throughput(
-    env: dict[str, str], tokens: list[str], project_id: int, seconds: float, workers: int
+    env: dict[str, str],
+    tokens: list[str],
+    project_id: int,
+    seconds: float,
+    workers: int,
+    *,
+    chained: bool = False,
 ) -> dict[str, float]:
-    """next+submit pairs per second through gunicorn, with one client thread per annotator."""
+    """next+submit pairs per second through gunicorn, with one client thread per annotator.
+
+    `chained`: each client labels continuously with "submit and next" (`"next": true`), one request per label
+    after its first `next`; a pair is then one labelled item."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -218,24 +227,29 @@ def measure_throughput(
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             n = 0
+            assignment = None
             while time.monotonic() < stop:
-                conn.request(
-                    "POST", "/api/v1/work/next", body=json.dumps({"project_id": project_id}), headers=headers
-                )
-                body = json.loads(conn.getresponse().read())
-                assignment = body.get("assignment")
-                if not assignment:
-                    errors[index] += 1
-                    continue
+                if assignment is None:
+                    conn.request(
+                        "POST",
+                        "/api/v1/work/next",
+                        body=json.dumps({"project_id": project_id}),
+                        headers=headers,
+                    )
+                    assignment = json.loads(conn.getresponse().read()).get("assignment")
+                    if not assignment:
+                        errors[index] += 1
+                        continue
                 n += 1
                 conn.request(
                     "POST",
                     f"/api/v1/assignments/{assignment['id']}/submit",
-                    body=json.dumps({"value": "b"}),
+                    body=json.dumps({"value": "b", "next": chained}),
                     headers={**headers, "Idempotency-Key": f"t{index}-{n}"},
                 )
                 response = conn.getresponse()
-                response.read()
+                body = json.loads(response.read())
+                assignment = body["next"]["assignment"] if chained and response.status == 200 else None
                 if response.status == 200:
                     counts[index] += 1
                 else:
@@ -314,15 +328,15 @@ def main() -> None:
         }
         throughputs = []
         for workers in [int(w) for w in args.workers.split(",")]:
-            say(f"throughput: gunicorn -w {workers}, {args.clients} client threads, {args.seconds:.0f} s")
-            throughputs.append(
-                (
-                    workers,
-                    measure_throughput(
-                        env, data["tokens"][6:], data["projects"]["1M"], args.seconds, workers
-                    ),
+            for chained in (False, True):
+                say(
+                    f"throughput: gunicorn -w {workers}, {args.clients} client threads, {args.seconds:.0f} s"
+                    + (", submit and next" if chained else "")
                 )
-            )
+                result = measure_throughput(
+                    env, data["tokens"][6:], data["projects"]["1M"], args.seconds, workers, chained=chained
+                )
+                throughputs.append((workers, chained, result))
         small, large = rows[0][1], rows[1][1]
         print("| project | next p50 | next p99 | submit p50 | submit p99 |")
         print("| --- | ---: | ---: | ---: | ---: |")
@@ -335,10 +349,11 @@ def main() -> None:
             f"ratio 1M / 1k: next p50 {large['next_p50'] / small['next_p50']:.2f}, next p99 {large['next_p99'] / small['next_p99']:.2f}"
         )
         print()
-        for workers, throughput in throughputs:
+        for workers, chained, throughput in throughputs:
+            how = "labels/s with submit-and-next" if chained else "next+submit pairs/s"
             print(
-                f"gunicorn -w {workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} next+submit pairs/s "
-                f"({throughput['pairs']:,} pairs in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
+                f"gunicorn -w {workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} {how} "
+                f"({throughput['pairs']:,} in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
             )
         app.extensions["labelforce.db"].engine.dispose()
     finally:

@@ -60,9 +60,10 @@
     }
   }
 
-  // --- keyboard: 1–9 pick a choice, Enter submits (Ctrl+Enter in a text answer) -----------------------
+  // --- keyboard: 1–9 pick a choice, Enter submits and opens the next item (Ctrl+Enter in a text answer) ---
   var form = document.querySelector("form[data-label-form]");
   if (form) {
+    var submitNext = function () { form.requestSubmit(form.querySelector("[data-submit-next]")); };
     var choices = form.querySelectorAll('input[name="choice"]');
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.metaKey || event.isComposing) { return; }
@@ -70,7 +71,7 @@
       if (typing) {
         if (event.key === "Enter" && event.ctrlKey && event.target.form === form) {
           event.preventDefault();
-          form.requestSubmit();
+          submitNext();
         }
         return;
       }
@@ -84,7 +85,7 @@
         }
       } else if (event.key === "Enter" && choices.length && !(event.target.closest && event.target.closest("button, a"))) {
         event.preventDefault();
-        form.requestSubmit();
+        submitNext();
       }
     });
   }

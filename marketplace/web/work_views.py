@@ -194,6 +194,17 @@ def submit(assignment_id: int) -> Response | tuple[str, int]:
     if created:
         review_submitted_label(session, label=label, now=now)
         flash(f"Submitted. You earn {_price(own).format()} if it is accepted.", "success")
+    if request.form.get("and_next"):
+        following = leasing.lease_after_submit(
+            session,
+            annotator=annotator,
+            submitted=own,
+            now=now,
+            fee_bps=int(current_app.config["PLATFORM_FEE_BPS"]),
+        )
+        if following.assignment is not None:
+            return redirect(url_for("web.assignment", assignment_id=following.assignment.id))
+        flash(following.message or "No more work in this project right now.", "info")
     return redirect(url_for("web.assignment", assignment_id=own.id))
 
 

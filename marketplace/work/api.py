@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_annotator
 from marketplace.api import Api, StrictInteger, money_dict
@@ -32,6 +33,13 @@ class NextRequest(ma.Schema):
 class SubmitRequest(ma.Schema):
     value = fields.Raw(
         required=True, allow_none=False, metadata={"description": "A value of the project's label schema."}
+    )
+    next = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Submit and next: also lease your next item of the same project, in the same request "
+            "(the answer's `next` is what POST /work/next would answer; a retry answers with the same one)."
+        },
     )
 
 
@@ -85,6 +93,20 @@ def label_dict(label: Label) -> dict[str, Any]:
     }
 
 
+def _next_answer(session: Session, outcome: leasing.LeaseOutcome) -> dict[str, Any]:
+    """The answer to "what next": the assignment with its item and schema, or null with the reason."""
+    if outcome.assignment is None:
+        return {"assignment": None, "reason": outcome.reason, "message": outcome.message}
+    assignment = outcome.assignment
+    task = session.get_one(Task, assignment.task_id)
+    project = session.get_one(Project, assignment.project_id)
+    return {
+        "assignment": assignment_dict(assignment, task=task, project=project),
+        "reason": None,
+        "message": None,
+    }
+
+
 @blp.route("/work/next")
 class NextWork(MethodView):
     @blp.arguments(NextRequest, required=False)
@@ -101,16 +123,7 @@ class NextWork(MethodView):
             fee_bps=current_app.config["PLATFORM_FEE_BPS"],
             project_id=(body or {}).get("project_id"),
         )
-        if outcome.assignment is None:
-            return {"assignment": None, "reason": outcome.reason, "message": outcome.message}
-        assignment = outcome.assignment
-        task = session.get_one(Task, assignment.task_id)
-        project = session.get_one(Project, assignment.project_id)
-        return {
-            "assignment": assignment_dict(assignment, task=task, project=project),
-            "reason": None,
-            "message": None,
-        }
+        return _next_answer(session, outcome)
 
 
 @blp.route("/assignments/<int:assignment_id>/submit")
@@ -142,7 +155,17 @@ class Submit(MethodView):
         if created:
             review_submitted_label(session, label=label, now=now)
         assignment = session.get_one(Assignment, label.assignment_id)
-        return assignment_dict(assignment, label=label)
+        out = assignment_dict(assignment, label=label)
+        if body["next"]:
+            outcome = leasing.lease_after_submit(
+                session,
+                annotator=annotator,
+                submitted=assignment,
+                now=now,
+                fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+            )
+            out["next"] = _next_answer(session, outcome)
+        return out
 
 
 @blp.route("/assignments/<int:assignment_id>/release")

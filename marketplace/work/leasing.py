@@ -345,6 +345,25 @@ def lease_next_assignment(
     return LeaseOutcome(None, "all_slots_leased")
 
 
+def lease_after_submit(
+    session: Session, *, annotator: AnnotatorProfile, submitted: Assignment, now: datetime, fee_bps: int
+) -> LeaseOutcome:
+    """ "Submit and next": the annotator's next assignment in the project of the one just submitted.
+
+    The new lease names the assignment it follows (a unique column), so a retried submit is answered with the
+    same next assignment, never a second lease; if the first attempt found no work, a retry looks again.
+    """
+    earlier = session.scalar(select(Assignment).where(Assignment.follows_assignment_id == submitted.id))
+    if earlier is not None:
+        return LeaseOutcome(earlier)
+    outcome = lease_next_assignment(
+        session, annotator=annotator, now=now, fee_bps=fee_bps, project_id=submitted.project_id
+    )
+    if outcome.assignment is not None:
+        outcome.assignment.follows_assignment_id = submitted.id
+    return outcome
+
+
 def assignment_for(
     session: Session, *, annotator: AnnotatorProfile, assignment_id: int, lock: bool = True
 ) -> Assignment:

@@ -56,6 +56,10 @@ class Assignment(Base):
     lease_cap_at: Mapped[datetime]
     submitted_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    #: the assignment whose "submit and next" leased this one (a retried submit answers with the same next)
+    follows_assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="SET NULL"), unique=True
+    )
 
 
 class Label(Base):

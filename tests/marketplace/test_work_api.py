@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from marketplace.accounts.models import User
+from marketplace.accounts.models import Organisation, User
 from marketplace.billing.services import fund_project
+from marketplace.db import utcnow
 from marketplace.projects.imports import import_tasks
+from marketplace.work.leasing import NO_WORK_MESSAGES
 from payments.money import Money
 from tests import factories as f
 
@@ -115,3 +119,58 @@ def test_project_filter_and_unknown_fields(client, world) -> None:
         "/api/v1/work/next", json={"project_id": world["project"].id}, headers=headers
     ).get_json()
     assert body["assignment"]["project_id"] == world["project"].id
+
+
+def test_submit_and_next_leases_once_even_when_retried(client, world, db_session) -> None:
+    headers = world["headers"]
+    # another project the worker qualifies for, due earlier: "submit and next" stays in the submitted one
+    org = db_session.get(Organisation, world["project"].organisation_id)
+    other = f.project(db_session, org, deadline=utcnow() + timedelta(hours=20))
+    import_tasks(db_session, project=other, rows=[(1, {"external_id": "o1", "payload": {"i": 9}})])
+    fund_project(db_session, project=other, amount=Money(10_00, "EUR"), idempotency_key="fund-other")
+    db_session.commit()
+    first = client.post(
+        "/api/v1/work/next", json={"project_id": world["project"].id}, headers=headers
+    ).get_json()["assignment"]
+    url = f"/api/v1/assignments/{first['id']}/submit"
+    keyed = {**headers, "Idempotency-Key": "k1"}
+    answer = client.post(url, json={"value": "cat", "next": True}, headers=keyed)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["state"] == "submitted"
+    assert body["label"]["value"] == "cat"
+    following = body["next"]["assignment"]
+    assert following["project_id"] == world["project"].id
+    assert following["task"]["external_id"] == "t1"
+    assert following["project"]["label_schema"]["choices"] == ["cat", "dog", "other"]
+
+    retried = client.post(url, json={"value": "cat", "next": True}, headers=keyed).get_json()
+    assert retried["label"]["id"] == body["label"]["id"]
+    assert retried["next"]["assignment"]["id"] == following["id"]
+    live = client.get("/api/v1/work/assignments?state=leased", headers=headers).get_json()["items"]
+    assert [a["id"] for a in live] == [following["id"]]  # one lease, not two
+
+    plain = client.post(
+        f"/api/v1/assignments/{following['id']}/submit", json={"value": "dog"}, headers=headers
+    ).get_json()
+    assert "next" not in plain
+
+
+def test_submit_and_next_says_why_there_is_no_next(client, world) -> None:
+    headers = world["headers"]
+    assignment = client.post("/api/v1/work/next", headers=headers).get_json()["assignment"]
+    seen = []
+    for i in range(3):  # the worker labels the project's three items by chaining "submit and next"
+        seen.append(assignment["task"]["external_id"])
+        body = client.post(
+            f"/api/v1/assignments/{assignment['id']}/submit",
+            json={"value": "cat", "next": True},
+            headers={**headers, "Idempotency-Key": f"chain-{i}"},
+        ).get_json()
+        assignment = body["next"]["assignment"]
+    assert seen == ["t0", "t1", "t2"]
+    assert body["next"] == {
+        "assignment": None,
+        "reason": "all_slots_leased",
+        "message": NO_WORK_MESSAGES["all_slots_leased"],
+    }

@@ -182,3 +182,17 @@ def test_manager_pauses_a_project_from_its_settings_in_the_browser(
     page.screenshot(path=tmp_path / "paused.png", full_page=True)
     db_session.expire_all()
     assert db_session.get_one(Project, world.project.id).status == "paused"
+
+
+def test_enter_submits_and_opens_the_next_item(world: World, live_server: str, browser_page: Page) -> None:
+    page = browser_page
+    log_in(page, live_server, world.annotator_user.email)
+    page.get_by_role("button", name="Get next task").click()
+    expect(page.get_by_text("Review number 0: it works.")).to_be_visible()
+    first = page.url
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Review number 1: it works.")).to_be_visible()
+    expect(page.get_by_text("Submitted. You earn €0.50 if it is accepted.")).to_be_visible()
+    assert page.url != first
+    expect(page.get_by_role("button", name="Submit and next")).to_be_visible()

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.db import utcnow
 from marketplace.projects.models import Project
+from marketplace.work.leasing import NO_WORK_MESSAGES
 from marketplace.work.models import Assignment, AssignmentState, Label
 from tests import factories as f
 from tests.web.conftest import World, add_tasks
@@ -70,6 +71,40 @@ def test_a_double_submit_returns_the_first_result(world: World, as_user, engine)
         assert response.status_code == 302
     with Session(engine) as check:
         assert len(check.scalars(select(Label)).all()) == 1
+
+
+def test_submit_and_next_opens_the_next_item_once(world: World, as_user, engine) -> None:
+    client = as_user(world.annotator_user)
+    first = _lease(client)
+    data = {"choice": "neutral", "submit_key": "sn", "and_next": "1"}
+    answers = [
+        client.post(f"/work/assignments/{first}/submit", data=data) for _ in range(2)
+    ]  # a double click
+    assert {a.headers["Location"] for a in answers} == {answers[0].headers["Location"]}
+    following = int(answers[0].headers["Location"].rsplit("/", 1)[1])
+    assert following != first
+    page = client.get(answers[0].headers["Location"]).get_data(as_text=True)
+    assert "Submitted. You earn €0.50 if it is accepted." in page
+    assert "Submit and next" in page
+    with Session(engine) as check:
+        assert check.get_one(Assignment, following).follows_assignment_id == first
+        live = check.scalars(select(Assignment).where(Assignment.state == AssignmentState.LEASED)).all()
+        assert [a.id for a in live] == [following]
+
+    visited = [first, following]
+    while True:  # the world's five items, one "submit and next" after another
+        answer = client.post(
+            f"/work/assignments/{visited[-1]}/submit",
+            data={"choice": "neutral", "submit_key": f"chain-{len(visited)}", "and_next": "1"},
+        )
+        landed = int(answer.headers["Location"].rsplit("/", 1)[1])
+        if landed == visited[-1]:
+            break
+        visited.append(landed)
+    assert len(visited) == 5
+    assert NO_WORK_MESSAGES["all_slots_leased"] in client.get(answer.headers["Location"]).get_data(
+        as_text=True
+    )
 
 
 def test_an_invalid_answer_is_shown_back_with_a_hint(world: World, as_user) -> None:
