@@ -9,6 +9,7 @@ payouts, one transaction per payout step), and moving to another job engine late
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +19,16 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from marketplace.db import unit_of_work, utcnow
-from marketplace.redis import get_redis
+from marketplace.redis import get_redis, key
 from marketplace.work.leasing import expire_leases
 
 log = logging.getLogger(__name__)
-QUEUE = "labelforce"
+
+
+def queue_name(app: Flask) -> str:
+    """The RQ queue of this app: under its Redis prefix, so deployments (and test runs) sharing a server never
+    take each other's jobs."""
+    return key("jobs", app=app)
 
 
 def expire_leases_job() -> int:
@@ -87,8 +93,11 @@ def dispatch(app: Flask, job: Periodic) -> None:
 
     # RQ pickles results and needs bytes responses: a client of its own on the same server.
     connection = Redis.from_url(app.config["REDIS_URL"])
-    Queue(QUEUE, connection=connection).enqueue(
-        job.func, job_id=f"periodic:{job.name}:{int(time.time() // job.every_seconds)}", job_timeout=600
+    # The id names the job and its period. RQ ids allow only letters, digits, "_" and "-", and are global on the
+    # server: the app's prefix keeps deployments apart.
+    scope = re.sub(r"[^A-Za-z0-9_-]", "_", queue_name(app))
+    Queue(queue_name(app), connection=connection).enqueue(
+        job.func, job_id=f"{scope}-{job.name}-{int(time.time() // job.every_seconds)}", job_timeout=600
     )
 
 
@@ -117,7 +126,7 @@ def scheduler_command(once: bool) -> None:
 @jobs_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 def worker_command(burst: bool) -> None:
-    """Run an RQ worker for the labelforce queue, inside this app's context."""
+    """Run an RQ worker for this app's queue, inside this app's context."""
     if not current_app.config.get("REDIS_URL"):
         raise click.ClickException(
             "REDIS_URL is not set: without Redis, `flask jobs scheduler` runs jobs itself"
@@ -126,7 +135,8 @@ def worker_command(burst: bool) -> None:
     from rq import Queue, Worker
 
     connection = Redis.from_url(current_app.config["REDIS_URL"])
-    Worker([Queue(QUEUE, connection=connection)], connection=connection).work(burst=burst)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    Worker([Queue(queue_name(app), connection=connection)], connection=connection).work(burst=burst)
 
 
 @jobs_cli.command("run")

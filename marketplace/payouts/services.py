@@ -154,9 +154,9 @@ def _rq_connection(app: Flask) -> redis_lib.Redis | None:
 
 def queue_name(app: Flask) -> str:
     """The RQ queue payout jobs go to: the one `flask jobs worker` serves."""
-    from marketplace.jobs import QUEUE
+    from marketplace import jobs
 
-    return QUEUE
+    return jobs.queue_name(app)
 
 
 def _after_response(app: Flask, response: Response | None, job: str, *args: Any) -> str:
