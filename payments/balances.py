@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
 
+from payments.accounts import AccountKey, accounts_for, get_account
 from payments.models import (
     Account,
     AccountBalance,
@@ -24,7 +25,6 @@ from payments.models import (
     TransactionStatus,
 )
 from payments.money import Money
-from payments.postings import AccountKey, accounts_for, get_account
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from payments.accounts import lock_balances
 from payments.balances import unresolved_hold_filter
 from payments.errors import HoldAlreadyResolved, HoldNotFound, InvalidAmount
 from payments.models import Account, AccountBalance, LedgerTransaction, TransactionStatus
@@ -29,7 +30,6 @@ from payments.postings import (
     content_hash,
     find_transaction,
     legs_of,
-    lock_balances,
     normalise_legs,
     record_once,
     record_transaction,

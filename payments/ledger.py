@@ -15,22 +15,12 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from payments.accounts import AccountSpec, ensure_account, ensure_accounts, get_account, lock_balances
 from payments.balances import Balance, balance, balances
 from payments.holds import expire_holds, hold_legs, hold_resolution, place_hold, post_hold, void_hold
 from payments.integrity import check_integrity
 from payments.models import Account, LedgerEntry, LedgerTransaction
-from payments.postings import (
-    AccountSpec,
-    Leg,
-    credit,
-    debit,
-    ensure_account,
-    ensure_accounts,
-    find_transaction,
-    get_account,
-    lock_balances,
-    post_transaction,
-)
+from payments.postings import Leg, credit, debit, find_transaction, post_transaction
 
 __all__ = [
     "Account",
