@@ -27,7 +27,23 @@ def _load_potentials(app: Flask) -> dict[str, dict[str, int]] | None:
     except redis_lib.RedisError:
         log.warning("could not read plan potentials from Redis; planning cold", exc_info=True)
         return None
-    return json.loads(str(raw)) if raw else None
+    if not raw:
+        return None
+    # The cache only speeds a plan up: an entry of another shape (another version wrote it, or a hand edit) is
+    # ignored, not trusted, and the next plan overwrites it.
+    try:
+        loaded = json.loads(str(raw))
+    except ValueError:
+        loaded = None
+    if not isinstance(loaded, dict) or not all(
+        isinstance(currency, str)
+        and isinstance(by_annotator, dict)
+        and all(isinstance(a, str) and type(p) is int for a, p in by_annotator.items())
+        for currency, by_annotator in loaded.items()
+    ):
+        log.warning("ignoring a plan potentials cache entry of an unknown shape; planning cold")
+        return None
+    return loaded
 
 
 def _store_potentials(app: Flask, potentials: dict[str, dict[str, int]]) -> None:
