@@ -119,15 +119,28 @@ def eligible_projects(
     return list(session.scalars(_eligible_projects_query(annotator, now, project_id)))
 
 
-def _eligible_projects_and_live_leases(
+@dataclass(frozen=True)
+class _Standing:
+    """What one query tells about the annotator before leasing: where they may work, how many leases they hold,
+    and whether a plan left them offers."""
+
+    projects: list[Project]
+    live_leases: int
+    has_offers: bool
+
+
+def _standing(
     session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None
-) -> tuple[list[Project], int]:
-    """`eligible_projects` and `live_lease_count` in one query (a second only when no project qualifies)."""
+) -> _Standing:
+    """`eligible_projects`, `live_lease_count` and whether offers exist, in one query (a second only when no
+    project qualifies: then the offers do not matter)."""
     live = _live_leases(annotator.id).scalar_subquery()
-    rows = session.execute(_eligible_projects_query(annotator, now, project_id).add_columns(live)).all()
+    offered = exists().where(Offer.annotator_id == annotator.id)
+    stmt = _eligible_projects_query(annotator, now, project_id).add_columns(live, offered)
+    rows = session.execute(stmt).all()
     if not rows:
-        return [], live_lease_count(session, annotator.id)
-    return [project for project, _ in rows], int(rows[0][1])
+        return _Standing([], live_lease_count(session, annotator.id), has_offers=False)
+    return _Standing([project for project, _, _ in rows], int(rows[0][1]), bool(rows[0][2]))
 
 
 def gold_due(session: Session, project: Project, annotator_id: int) -> bool:
@@ -287,12 +300,10 @@ def lease_next_assignment(
         annotator.last_seen_at = now
     if annotator.status != AnnotatorStatus.ACTIVE:
         return LeaseOutcome(None, "account_paused")
-    eligible, live_leases = _eligible_projects_and_live_leases(
-        session, annotator=annotator, now=now, project_id=project_id
-    )
-    if live_leases >= annotator.capacity:
+    standing = _standing(session, annotator=annotator, now=now, project_id=project_id)
+    if standing.live_leases >= annotator.capacity:
         return LeaseOutcome(None, "at_capacity")
-    projects = {p.id: p for p in eligible}
+    projects = {p.id: p for p in standing.projects}
     if not projects:
         return LeaseOutcome(None, "no_eligible_project")
     unaffordable: set[int] = set()
@@ -319,7 +330,7 @@ def lease_next_assignment(
             unaffordable.add(project.id)
             return None
 
-    for offer in _planned_offers(session, annotator.id, project_id):
+    for offer in _planned_offers(session, annotator.id, project_id) if standing.has_offers else []:
         project = projects.get(offer.project_id)
         session.delete(offer)  # an offer is used once, whether it still holds or not
         if project is None or project.id in unaffordable:
