@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,35 @@ def drop_database(server_url: str, name: str) -> None:
         )
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
+
+
+@contextmanager
+def bench_app(server_url: str, redis_url: str) -> Iterator[tuple[Any, str, str]]:
+    """A database of its own on the server, migrated, and the app on it: (app, database URL, Redis prefix).
+    The database is dropped on the way out, whatever happens."""
+    name, url = create_database(server_url)
+    prefix = f"lf:bench:{uuid.uuid4().hex[:8]}:"
+    app = None
+    try:
+        say(f"migrating {name}")
+        cfg = Config(str(ROOT / "alembic.ini"))
+        cfg.attributes["database_url"] = url
+        cfg.attributes["skip_logging"] = True
+        command.upgrade(cfg, "head")
+        app = create_app(
+            {
+                "DATABASE_URL": url,
+                "REDIS_URL": redis_url,
+                "REDIS_PREFIX": prefix,
+                "RATELIMIT_ENABLED": False,
+                "SECRET_KEY": "bench",
+            }
+        )
+        yield app, url, prefix
+    finally:
+        if app is not None:
+            app.extensions["labelforce.db"].engine.dispose()
+        drop_database(server_url, name)
 
 
 def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, Any]:
@@ -292,22 +323,7 @@ def main() -> None:
         "--workers", default="2,4", help="gunicorn worker counts to measure throughput with (comma-separated)"
     )
     args = parser.parse_args()
-    name, url = create_database(args.pg)
-    prefix = f"lf:bench:{uuid.uuid4().hex[:8]}:"
-    try:
-        say(f"migrating {name}")
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.attributes["database_url"] = url
-        cfg.attributes["skip_logging"] = True
-        command.upgrade(cfg, "head")
-        config = {
-            "DATABASE_URL": url,
-            "REDIS_URL": args.redis,
-            "REDIS_PREFIX": prefix,
-            "RATELIMIT_ENABLED": False,
-            "SECRET_KEY": "bench",
-        }
-        app = create_app(config)
+    with bench_app(args.pg, args.redis) as (app, url, prefix):
         data = seed(app, sizes={"1k": 1000, "1M": args.large}, annotator_count=args.clients + 6)
         rows = []
         for label in ("1k", "1M"):
@@ -355,9 +371,6 @@ def main() -> None:
                 f"gunicorn -w {workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} {how} "
                 f"({throughput['pairs']:,} in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
             )
-        app.extensions["labelforce.db"].engine.dispose()
-    finally:
-        drop_database(args.pg, name)
 
 
 if __name__ == "__main__":

@@ -12,21 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select, update
 
 from bench import next_task
-from marketplace.app import create_app
 from marketplace.projects.models import Task
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -37,21 +31,7 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--statements", type=int, default=2000)
     args = parser.parse_args()
-    name, url = next_task.create_database(args.pg)
-    try:
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.attributes["database_url"] = url
-        cfg.attributes["skip_logging"] = True
-        command.upgrade(cfg, "head")
-        app = create_app(
-            {
-                "DATABASE_URL": url,
-                "REDIS_URL": args.redis,
-                "REDIS_PREFIX": f"lf:bench:{uuid.uuid4().hex[:8]}:",
-                "RATELIMIT_ENABLED": False,
-                "SECRET_KEY": "bench",
-            }
-        )
+    with next_task.bench_app(args.pg, args.redis) as (app, _, _):
         data = next_task.seed(app, sizes={"items": args.statements}, annotator_count=1)
         database = app.extensions["labelforce.db"]
         with database.sessionmaker() as session:
@@ -98,9 +78,6 @@ def main() -> None:
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 print(f"| {label} | {wall * 1000 / len(ids):.3f} ms | {cpu * 1000 / len(ids):.3f} ms |")
             session.rollback()
-        database.engine.dispose()
-    finally:
-        next_task.drop_database(args.pg, name)
 
 
 if __name__ == "__main__":

@@ -11,20 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 
 from bench import next_task
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def profile(
@@ -65,21 +60,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--large-first", action="store_true", help="Profile the large project first.")
     args = parser.parse_args()
-    name, url = next_task.create_database(args.pg)
-    try:
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.attributes["database_url"] = url
-        cfg.attributes["skip_logging"] = True
-        command.upgrade(cfg, "head")
-        app = next_task.create_app(
-            {
-                "DATABASE_URL": url,
-                "REDIS_URL": args.redis,
-                "REDIS_PREFIX": f"lf:profile:{uuid.uuid4().hex[:8]}:",
-                "SECRET_KEY": "profile",
-                "RATELIMIT_ENABLED": False,
-            }
-        )
+    with next_task.bench_app(args.pg, args.redis) as (app, _, _):
         data = next_task.seed(app, sizes={"1k": 1000, "1M": args.large}, annotator_count=6)
         order = [("1k", data["tokens"][:3]), ("1M", data["tokens"][3:6])]
         for label, tokens in reversed(order) if args.large_first else order:
@@ -87,9 +68,6 @@ def main() -> None:
             print(f"## {label} items: {total:.1f} ms of SQL per next+submit pair")
             for ms, count, statement in top:
                 print(f"{ms:7.2f} ms/pair  x{count:<5} {statement}")
-        app.extensions["labelforce.db"].engine.dispose()
-    finally:
-        next_task.drop_database(args.pg, name)
 
 
 if __name__ == "__main__":
