@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, Response, current_app, url_for
+from flask import Flask, Response, current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -109,23 +109,13 @@ class MyPayoutAccount(MethodView):
         """Open the caller's payout account (or reuse it) and get a fresh onboarding link (annotators)."""
         session = get_session()
         profile = current_annotator(session)
-        user = current_user()
-        gateway = services.get_gateway()
-        account = payouts.open_payout_account(
+        account, link = services.open_account_and_onboard(
             session,
-            gateway=gateway,
-            reference=services.payee_reference(profile.id),
+            profile=profile,
+            email=current_user().email,
             country=body["country"],
-            currency=profile.currency,
-            email=user.email,
-        )
-        # By default the annotator comes back to their payouts page in the web UI.
-        link = payouts.onboarding_link(
-            gateway=gateway,
-            account=account,
-            refresh_url=body.get("refresh_url")
-            or url_for("web.my_payouts", onboarding="expired", _external=True),
-            return_url=body.get("return_url") or url_for("web.my_payouts", onboarding="done", _external=True),
+            refresh_url=body.get("refresh_url"),
+            return_url=body.get("return_url"),
         )
         return _account_out(account, link)
 

@@ -15,18 +15,19 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import redis as redis_lib
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, url_for
 from sqlalchemy.orm import Session
 
+from marketplace.annotators.models import AnnotatorProfile
 from marketplace.billing import services as billing
 from marketplace.db import unit_of_work
 from marketplace.projects.models import Project
 from marketplace.redis import get_redis, key
-from payments import webhooks
+from payments import payouts, webhooks
 from payments.errors import PayoutError
-from payments.gateways.base import PayoutGateway, WebhookEvent
+from payments.gateways.base import OnboardingLink, PayoutGateway, WebhookEvent
 from payments.gateways.local import LocalGateway
-from payments.payout_models import Payout
+from payments.payout_models import Payout, PayoutAccount
 from payments.throttle import Throttle, transfer_throttle
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,37 @@ def worker_name() -> str:
 def payee_reference(annotator_id: int) -> str:
     """How payments names an annotator."""
     return f"annotator:{annotator_id}"
+
+
+def open_account_and_onboard(
+    session: Session,
+    *,
+    profile: AnnotatorProfile,
+    email: str,
+    country: str,
+    refresh_url: str | None = None,
+    return_url: str | None = None,
+) -> tuple[PayoutAccount, OnboardingLink]:
+    """Open the annotator's payout account (or reuse it) and ask the gateway for a fresh onboarding link.
+
+    By default the gateway sends the annotator back to their payouts page in the web UI.
+    """
+    gateway = get_gateway()
+    account = payouts.open_payout_account(
+        session,
+        gateway=gateway,
+        reference=payee_reference(profile.id),
+        country=country,
+        currency=profile.currency,
+        email=email,
+    )
+    link = payouts.onboarding_link(
+        gateway=gateway,
+        account=account,
+        refresh_url=refresh_url or url_for("web.my_payouts", onboarding="expired", _external=True),
+        return_url=return_url or url_for("web.my_payouts", onboarding="done", _external=True),
+    )
+    return account, link
 
 
 def payout_dict(payout: Payout) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import marshmallow as ma
-from flask import current_app, make_response, redirect, render_template, request, url_for
+from flask import current_app, make_response, redirect, render_template, request
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -19,7 +19,7 @@ from marketplace.accounts.auth import current_annotator, current_user
 from marketplace.billing.services import annotator_earnings
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.payouts.api import PayoutAccountRequest
-from marketplace.payouts.services import get_gateway, payee_reference
+from marketplace.payouts.services import get_gateway, open_account_and_onboard, payee_reference
 from marketplace.web.access import WORK, area_required, reload_user_on_retry
 from marketplace.web.blueprint import ONBOARDING_ORIGINS, bp, content_security_policy
 from marketplace.web.forms import PayoutAccountForm
@@ -111,20 +111,8 @@ def payout_account() -> Response:
         if problem is not None:
             form.country.errors = [*form.country.errors, problem]
             return _page(form, status=422)
-    gateway = get_gateway()
-    account = payouts.open_payout_account(
-        session,
-        gateway=gateway,
-        reference=reference,
-        country=country,
-        currency=annotator.currency,
-        email=current_user().email,
-    )
-    link = payouts.onboarding_link(
-        gateway=gateway,
-        account=account,
-        refresh_url=url_for("web.my_payouts", onboarding="expired", _external=True),
-        return_url=url_for("web.my_payouts", onboarding="done", _external=True),
+    _, link = open_account_and_onboard(
+        session, profile=annotator, email=current_user().email, country=country
     )
     return redirect(link.url, code=303)
 
