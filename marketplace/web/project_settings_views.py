@@ -38,9 +38,8 @@ from marketplace.web.blueprint import bp
 from marketplace.web.formatting import amount_input, parse_amount
 from marketplace.web.forms import ActionForm, ProjectSettingsForm, ProjectStatusForm
 from marketplace.web.project_setup_views import (
-    lease_range_message,
-    money_range_message,
-    without_api_name,
+    schema_errors,
+    service_error,
 )
 from payments.money import Money
 
@@ -159,44 +158,9 @@ def _changes(form: ProjectSettingsForm, project: Project) -> dict[str, Any] | No
         loaded: dict[str, Any] = schema.load(body)
     except ma.ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"": exc.messages}
-        _schema_errors(form, messages, schema, project.currency)
+        schema_errors(form, messages, schema, project.currency, _FORM_FIELD)
         return None
     return loaded
-
-
-def _schema_errors(
-    form: ProjectSettingsForm, messages: dict[str, Any], schema: ma.Schema, currency: str
-) -> None:
-    """Put the API schema's refusals on the form's fields, in the form's units."""
-    for name, problems in messages.items():
-        field = getattr(form, _FORM_FIELD.get(name, name), None)
-        if field is None:
-            form.form_errors.append(f"{name}: {' '.join(map(str, problems))}")
-            continue
-        if name in ("pay_per_label_minor", "budget_minor"):
-            text = money_range_message(schema, name, currency)
-        elif name == "lease_seconds":
-            text = lease_range_message(schema)
-        elif name == "webhook_url":
-            text = "Enter a full address starting with https:// or http://, or leave it empty."
-        else:
-            text = " ".join(str(p) for p in (problems if isinstance(problems, list) else [problems]))
-        field.errors = [*field.errors, text]
-
-
-def _service_error(form: ProjectSettingsForm, exc: InvalidInput) -> None:
-    """Put the service's refusal on the field its details name (the API's field names), else on the form."""
-    details = exc.details if isinstance(exc.details, dict) else {}
-    for name in REVIEW_PARAMS:
-        key = f"review_params.{name}"
-        if key in details:
-            field = getattr(form, name)
-            field.errors = [*field.errors, without_api_name(exc.message, key)]
-            return
-    if "deadline" in details:
-        form.deadline.errors = [*form.deadline.errors, exc.message]
-        return
-    form.form_errors.append(exc.message)
 
 
 def _changed_labels(form: ProjectSettingsForm, fields: dict[str, Any]) -> list[str]:
@@ -272,7 +236,14 @@ def project_settings(project_id: int) -> Response | tuple[str, int]:
                 with session.begin_nested():
                     update_project(session, project=found, fields=fields)
             except InvalidInput as exc:
-                _service_error(form, exc)
+                service_error(
+                    form,
+                    exc,
+                    {
+                        **{f"review_params.{name}": getattr(form, name) for name in REVIEW_PARAMS},
+                        "deadline": form.deadline,
+                    },
+                )
                 status = 422
             except Conflict as exc:
                 form.form_errors.append(exc.message)

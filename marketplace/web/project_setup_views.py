@@ -9,15 +9,18 @@ and the API accept and refuse the same things; this module only says it in the f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
 import marshmallow as ma
 from flask import current_app, flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
 from marshmallow import validate
 from sqlalchemy import select
 from werkzeug.wrappers import Response
+from wtforms import Field
 
 from marketplace.accounts.auth import current_user, project_for
 from marketplace.accounts.models import Organisation
@@ -82,26 +85,44 @@ def lease_range_message(schema: ma.Schema) -> str:
     return f"Enter {int(bounds.min or 0) // 60:,} to {int(bounds.max or 0) // 60:,} minutes."
 
 
-def _schema_errors(form: NewProjectForm, messages: dict[str, Any], schema: ma.Schema, currency: str) -> None:
-    """Put the API schema's refusals on the form's fields, in the form's units."""
+def schema_errors(
+    form: FlaskForm,
+    messages: dict[str, Any],
+    schema: ma.Schema,
+    currency: str,
+    form_field: Mapping[str, str],
+) -> None:
+    """Put the API schema's refusals on the form's fields (`form_field`: API name → field, where they differ),
+    in the form's units: amounts in the currency, the lease in minutes."""
     for name, problems in messages.items():
-        field = getattr(form, _FORM_FIELD.get(name, name), None)
+        field = getattr(form, form_field.get(name, name), None)
         if field is None:
             form.form_errors.append(f"{name}: {' '.join(map(str, problems))}")
             continue
-        if name == "pay_per_label_minor":
+        if name.endswith("_minor"):
             text = money_range_message(schema, name, currency)
         elif name == "lease_seconds":
             text = lease_range_message(schema)
+        elif name == "webhook_url":
+            text = "Enter a full address starting with https:// or http://, or leave it empty."
         else:
             text = " ".join(str(p) for p in (problems if isinstance(problems, list) else [problems]))
         field.errors = [*field.errors, text]
 
 
-def _service_error(form: NewProjectForm, exc: InvalidInput) -> None:
-    """Put the service's refusal on the field its details name (the API's field names), else on the form."""
+def service_error(form: FlaskForm, exc: InvalidInput, fields: Mapping[str, Field]) -> None:
+    """Put the service's refusal on the field its details name (`fields`: the API's names → the form's fields),
+    else on the form."""
     details = exc.details if isinstance(exc.details, dict) else {}
-    fields = {
+    for name, field in fields.items():
+        if name in details:
+            field.errors = [*field.errors, without_api_name(exc.message, name)]
+            return
+    form.form_errors.append(exc.message)
+
+
+def _service_fields(form: NewProjectForm) -> dict[str, Field]:
+    return {
         "label_schema.choices": form.choices,
         "label_schema.min": form.choice_min,
         "label_schema.max_length": form.text_max_length,
@@ -111,11 +132,6 @@ def _service_error(form: NewProjectForm, exc: InvalidInput) -> None:
         "deadline": form.deadline,
         "labels_per_item": form.labels_per_item,
     }
-    for name, field in fields.items():
-        if name in details:
-            field.errors = [*field.errors, without_api_name(exc.message, name)]
-            return
-    form.form_errors.append(exc.message)
 
 
 def without_api_name(message: str, name: str) -> str:
@@ -190,7 +206,7 @@ def _project_fields(form: NewProjectForm) -> dict[str, Any] | None:
         loaded: dict[str, Any] = schema.load(body)
     except ma.ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"": exc.messages}
-        _schema_errors(form, messages, schema, currency)
+        schema_errors(form, messages, schema, currency, _FORM_FIELD)
         return None
     return loaded
 
@@ -234,7 +250,7 @@ def new_project() -> Response | tuple[str, int]:
                     session, organisation_id=organisation_id, created_by_id=user.id, fields=fields
                 )
             except InvalidInput as exc:
-                _service_error(form, exc)
+                service_error(form, exc, _service_fields(form))
             else:
                 flash(
                     f"Project “{project.name}” created. Next: import its tasks and fund its budget.",
