@@ -67,7 +67,7 @@ def _locking(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _live_leases(annotator_id: int):  # type: ignore[no-untyped-def]
+def _live_leases(annotator_id: int) -> Select[tuple[int]]:
     return (
         select(func.count())
         .select_from(Assignment)
