@@ -190,7 +190,9 @@ def test_enter_submits_and_opens_the_next_item(world: World, live_server: str, b
     page.get_by_role("button", name="Get next task").click()
     expect(page.get_by_text("Review number 0: it works.")).to_be_visible()
     first = page.url
+    page.wait_for_load_state("domcontentloaded")  # the deferred script has run: its keys are listened to
     page.keyboard.press("1")
+    expect(page.get_by_label("positive")).to_be_checked()
     page.keyboard.press("Enter")
     expect(page.get_by_text("Review number 1: it works.")).to_be_visible()
     expect(page.get_by_text("Submitted. You earn €0.50 if it is accepted.")).to_be_visible()
