@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from payments.accounts import AccountKey, accounts_for, lock_balances, validate_account_code
+from payments.db import utcnow
 from payments.errors import (
     HoldAlreadyResolved,
     IdempotencyConflict,
@@ -349,19 +349,52 @@ def _apply_changes(session: Session, locked: dict[int, AccountBalance], changes:
         set_committed_value(cached, "pending_in_minor", cached.pending_in_minor + row["pending_in"])
 
 
+_TRANSACTION_COLUMNS = (
+    "idempotency_key",
+    "kind",
+    "reference",
+    "status",
+    "resolves_hold_id",
+    "expires_at",
+    "content_hash",
+    "metadata",
+    "created_at",
+)
+
+#: Insert a transaction row unless a unique key refuses it; the row comes back as an entity. Plain SQL that
+#: PostgreSQL and SQLite both speak: SQLAlchemy does not cache a dialect's INSERT ... ON CONFLICT construct, and
+#: compiling it on every posting cost more than the statement.
+_INSERT_TRANSACTION = select(LedgerTransaction).from_statement(
+    text(
+        "INSERT INTO ledger_transactions (idempotency_key, kind, reference, status, resolves_hold_id, expires_at,"
+        " content_hash, metadata, created_at) VALUES (:idempotency_key, :kind, :reference, :status,"
+        " :resolves_hold_id, :expires_at, :content_hash, :metadata, :created_at) ON CONFLICT DO NOTHING"
+        " RETURNING id, idempotency_key, kind, reference, status, resolves_hold_id, expires_at, content_hash,"
+        " metadata, created_at"
+    )
+    .bindparams(
+        *(bindparam(name, type_=LedgerTransaction.__table__.c[name].type) for name in _TRANSACTION_COLUMNS)
+    )
+    .columns(*LedgerTransaction.__table__.columns)
+)
+
+
 def _insert_transaction(session: Session, values: dict[str, Any]) -> LedgerTransaction | None:
     """Insert a transaction row in one round trip; None if a unique key (the idempotency key, or the hold's
     single resolution) refused it. Nothing else of the unit of work is undone."""
-    dialect = session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = (
-            insert_for(LedgerTransaction)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(LedgerTransaction)
-        )
-        return session.scalars(stmt).one_or_none()
+    if session.get_bind().dialect.name in ("postgresql", "sqlite"):
+        params = {
+            "idempotency_key": values["idempotency_key"],
+            "kind": values["kind"],
+            "reference": values["reference"],
+            "status": values["status"],
+            "resolves_hold_id": values["resolves_hold_id"],
+            "expires_at": values["expires_at"],
+            "content_hash": values["content_hash"],
+            "metadata": values["meta"],
+            "created_at": utcnow(),
+        }
+        return session.scalars(_INSERT_TRANSACTION, params).one_or_none()
     transaction = LedgerTransaction(**values)
     try:
         with session.begin_nested():

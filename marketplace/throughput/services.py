@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis as redis_lib
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import bindparam, case, exists, func, select
 from sqlalchemy.orm import Session
 
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus
@@ -58,15 +58,19 @@ def active_seconds(intervals: Iterable[tuple[datetime, datetime]]) -> float:
     return total
 
 
+#: the lease and submit times of an annotator's latest labels
+_LATEST_INTERVALS = (
+    select(Assignment.leased_at, Label.created_at)
+    .join(Assignment, Assignment.id == Label.assignment_id)
+    .where(Label.annotator_id == bindparam("annotator_id"))
+    .order_by(Label.id.desc())
+    .limit(SPEED_SAMPLE)
+)
+
+
 def update_measured_speed(session: Session, *, annotator: AnnotatorProfile) -> float | None:
     """Re-measure the annotator's labels per hour over their latest labels; stored for the planner."""
-    rows = session.execute(
-        select(Assignment.leased_at, Label.created_at)
-        .join(Assignment, Assignment.id == Label.assignment_id)
-        .where(Label.annotator_id == annotator.id)
-        .order_by(Label.id.desc())
-        .limit(SPEED_SAMPLE)
-    ).tuples()
+    rows = session.execute(_LATEST_INTERVALS, {"annotator_id": annotator.id}).tuples()
     intervals = [(leased, max(submitted, leased)) for leased, submitted in rows]
     if len(intervals) < SPEED_MIN_LABELS:
         return annotator.measured_labels_per_hour

@@ -201,6 +201,7 @@ def submit(assignment_id: int) -> Response | tuple[str, int]:
             submitted=own,
             now=now,
             fee_bps=int(current_app.config["PLATFORM_FEE_BPS"]),
+            replayed=not created,
         )
         if following.assignment is not None:
             return redirect(url_for("web.assignment", assignment_id=following.assignment.id))

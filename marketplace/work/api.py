@@ -163,6 +163,7 @@ class Submit(MethodView):
                 submitted=assignment,
                 now=now,
                 fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+                replayed=not created,
             )
             out["next"] = _next_answer(session, outcome)
         return out

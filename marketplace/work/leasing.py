@@ -19,8 +19,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, bindparam, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -67,56 +66,76 @@ def _locking(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _live_leases(annotator_id: int) -> Select[tuple[int]]:
-    return (
-        select(func.count())
-        .select_from(Assignment)
-        .where(Assignment.annotator_id == annotator_id, Assignment.state == AssignmentState.LEASED.value)
+# The work loop's statements are built once, with bound parameters: SQLAlchemy then finds their compiled form by
+# the statement object's memoised cache key instead of building and hashing a new expression on every request.
+
+_LIVE_LEASES: Select[tuple[int]] = (
+    select(func.count())
+    .select_from(Assignment)
+    .where(
+        Assignment.annotator_id == bindparam("annotator_id"),
+        Assignment.state == AssignmentState.LEASED.value,
     )
+)
 
 
 def live_lease_count(session: Session, annotator_id: int) -> int:
     """How many leases the annotator holds now."""
-    return session.scalar(_live_leases(annotator_id)) or 0
+    return session.scalar(_LIVE_LEASES, {"annotator_id": annotator_id}) or 0
 
 
-def _eligible_projects_query(
-    annotator: AnnotatorProfile, now: datetime, project_id: int | None
-) -> Select[tuple[Project]]:
+def _eligible_projects_query(*, one_project: bool) -> Select[tuple[Project]]:
+    """Active projects an annotator qualifies for, by deadline. Parameters: `annotator_id`, `currency`,
+    `price_minor`, `deadline_after` (one label must still fit before the deadline) and, with `one_project`,
+    `project_id` (see `_eligible_params`)."""
+    annotator_id = bindparam("annotator_id")
     level = (
         select(AnnotatorSkill.level)
-        .where(AnnotatorSkill.annotator_id == annotator.id, AnnotatorSkill.skill_id == Project.skill_id)
+        .where(AnnotatorSkill.annotator_id == annotator_id, AnnotatorSkill.skill_id == Project.skill_id)
         .scalar_subquery()
     )
     blocked = exists().where(
         ProjectWorker.project_id == Project.id,
-        ProjectWorker.annotator_id == annotator.id,
+        ProjectWorker.annotator_id == annotator_id,
         ProjectWorker.blocked_at.is_not(None),
     )
-    # one label must still fit before the deadline at the annotator's speed
-    hours_per_label = 1.0 / max(annotator.measured_labels_per_hour or annotator.labels_per_hour, 1e-6)
     stmt = (
         select(Project)
         .where(
             Project.status == ProjectStatus.ACTIVE.value,
-            Project.deadline_at > now + timedelta(hours=hours_per_label),
-            Project.currency == annotator.currency,
-            Project.pay_per_label_minor >= annotator.price_minor,
+            Project.deadline_at > bindparam("deadline_after", type_=Project.deadline_at.type),
+            Project.currency == bindparam("currency"),
+            Project.pay_per_label_minor >= bindparam("price_minor"),
             level >= Project.min_level,
             ~blocked,
         )
         .order_by(Project.deadline_at, Project.id)
     )
-    if project_id is not None:
-        stmt = stmt.where(Project.id == project_id)
+    if one_project:
+        stmt = stmt.where(Project.id == bindparam("project_id"))
     return stmt
+
+
+def _eligible_params(annotator: AnnotatorProfile, now: datetime, project_id: int | None) -> dict[str, object]:
+    hours_per_label = 1.0 / max(annotator.measured_labels_per_hour or annotator.labels_per_hour, 1e-6)
+    return {
+        "annotator_id": annotator.id,
+        "deadline_after": now + timedelta(hours=hours_per_label),
+        "currency": annotator.currency,
+        "price_minor": annotator.price_minor,
+        "project_id": project_id,
+    }
+
+
+_ELIGIBLE_PROJECTS = {one: _eligible_projects_query(one_project=one) for one in (False, True)}
 
 
 def eligible_projects(
     session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None = None
 ) -> list[Project]:
     """Active projects the annotator qualifies for (skill level, price, currency, not blocked), by deadline."""
-    return list(session.scalars(_eligible_projects_query(annotator, now, project_id)))
+    stmt = _ELIGIBLE_PROJECTS[project_id is not None]
+    return list(session.scalars(stmt, _eligible_params(annotator, now, project_id)))
 
 
 @dataclass(frozen=True)
@@ -129,15 +148,22 @@ class _Standing:
     has_offers: bool
 
 
+#: eligible projects, live lease count and whether offers exist, in one statement
+_STANDING = {
+    one: stmt.add_columns(
+        _LIVE_LEASES.scalar_subquery(), exists().where(Offer.annotator_id == bindparam("annotator_id"))
+    )
+    for one, stmt in _ELIGIBLE_PROJECTS.items()
+}
+
+
 def _standing(
     session: Session, *, annotator: AnnotatorProfile, now: datetime, project_id: int | None
 ) -> _Standing:
     """`eligible_projects`, `live_lease_count` and whether offers exist, in one query (a second only when no
     project qualifies: then the offers do not matter)."""
-    live = _live_leases(annotator.id).scalar_subquery()
-    offered = exists().where(Offer.annotator_id == annotator.id)
-    stmt = _eligible_projects_query(annotator, now, project_id).add_columns(live, offered)
-    rows = session.execute(stmt).all()
+    stmt = _STANDING[project_id is not None]
+    rows = session.execute(stmt, _eligible_params(annotator, now, project_id)).all()
     if not rows:
         return _Standing([], live_lease_count(session, annotator.id), has_offers=False)
     return _Standing([project for project, _, _ in rows], int(rows[0][1]), bool(rows[0][2]))
@@ -153,67 +179,82 @@ def gold_due(session: Session, project: Project, annotator_id: int) -> bool:
     return gold_leased < math.ceil((leased + 1) * rate - 1e-9)
 
 
+#: counting a lease on the annotator's standing in the project, creating the row on their first: one upsert.
+#: Plain SQL that both databases speak: a dialect's INSERT ... ON CONFLICT construct is not cacheable in
+#: SQLAlchemy, and compiling it again on every lease cost more than the statement itself.
+_COUNT_LEASE = text(
+    "INSERT INTO project_workers (project_id, annotator_id, leased, gold_leased, gold_correct, gold_wrong)"
+    " VALUES (:project_id, :annotator_id, 1, :gold, 0, 0)"
+    " ON CONFLICT (project_id, annotator_id) DO UPDATE SET leased = project_workers.leased + 1,"
+    " gold_leased = project_workers.gold_leased + excluded.gold_leased"
+    " RETURNING leased, gold_leased"
+)
+
+
 def _count_lease(session: Session, *, project_id: int, annotator_id: int, gold: bool) -> None:
     """Count a lease on the annotator's standing in the project, creating it on their first: one upsert."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(ProjectWorker).values(
-        project_id=project_id,
-        annotator_id=annotator_id,
-        leased=1,
-        gold_leased=int(gold),
-        gold_correct=0,
-        gold_wrong=0,
-    )
-    counted = session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[ProjectWorker.project_id, ProjectWorker.annotator_id],
-            set_={
-                "leased": ProjectWorker.leased + 1,
-                "gold_leased": ProjectWorker.gold_leased + int(gold),
-            },
-        ).returning(ProjectWorker.leased, ProjectWorker.gold_leased)
-    ).one()
+    params = {"project_id": project_id, "annotator_id": annotator_id, "gold": int(gold)}
+    leased, gold_leased = session.execute(_COUNT_LEASE, params).one()
     loaded = session.identity_map.get(session.identity_key(ProjectWorker, (project_id, annotator_id)))
     if loaded is not None:  # keep a copy read earlier in this unit of work in step with the row
-        set_committed_value(loaded, "leased", counted.leased)
-        set_committed_value(loaded, "gold_leased", counted.gold_leased)
+        set_committed_value(loaded, "leased", leased)
+        set_committed_value(loaded, "gold_leased", gold_leased)
 
 
-def _not_done_by(annotator_id: int):  # type: ignore[no-untyped-def]
-    return ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == annotator_id)
-
-
-def _next_task_id(session: Session, *, project: Project, annotator_id: int, gold: bool) -> int | None:
+def _next_task_query(*, gold: bool, locking: bool) -> Select[tuple[int]]:
+    """The head of a project's open-item index that the annotator has not had. Parameters: `project_id`,
+    `annotator_id`."""
     stmt = (
         select(Task.id)
         .where(
-            Task.project_id == project.id,
+            Task.project_id == bindparam("project_id"),
             Task.status == TaskStatus.OPEN.value,
             Task.is_gold == gold,
-            _not_done_by(annotator_id),
+            ~exists().where(
+                Assignment.task_id == Task.id, Assignment.annotator_id == bindparam("annotator_id")
+            ),
         )
         .order_by(Task.priority.desc(), Task.id)
         .limit(1)
     )
     if not gold:
         stmt = stmt.where(Task.free_slots > 0)
-    if _locking(session) and not gold:
-        stmt = stmt.with_for_update(skip_locked=True, of=Task)
-    return session.scalar(stmt)
+        if locking:
+            stmt = stmt.with_for_update(skip_locked=True, of=Task)
+    return stmt
+
+
+_NEXT_TASK = {
+    (gold, locking): _next_task_query(gold=gold, locking=locking)
+    for gold in (False, True)
+    for locking in (False, True)
+}
+
+
+def _next_task_id(session: Session, *, project: Project, annotator_id: int, gold: bool) -> int | None:
+    stmt = _NEXT_TASK[(gold, _locking(session))]
+    return session.scalar(stmt, {"project_id": project.id, "annotator_id": annotator_id})
+
+
+#: take one of the item's free slots; the item comes back whole
+_CLAIM_SLOT = (
+    update(Task)
+    .where(
+        Task.id == bindparam("task_id"),
+        Task.status == TaskStatus.OPEN.value,
+        Task.labels_in_progress + Task.labels_accepted < Task.labels_needed,
+    )
+    .values(labels_in_progress=Task.labels_in_progress + 1)
+    .returning(Task)
+)
 
 
 def _claim_slot(session: Session, task_id: int) -> bool:
     """Take one of the item's free slots; False if it has none left. The item comes back whole (RETURNING) and
     stays in the session, where the answer to the annotator reads its payload."""
     claimed = session.scalars(
-        update(Task)
-        .where(
-            Task.id == task_id,
-            Task.status == TaskStatus.OPEN.value,
-            Task.labels_in_progress + Task.labels_accepted < Task.labels_needed,
-        )
-        .values(labels_in_progress=Task.labels_in_progress + 1)
-        .returning(Task),
+        _CLAIM_SLOT,
+        {"task_id": task_id},
         execution_options={"synchronize_session": False, "populate_existing": True},
     ).first()
     return claimed is not None
@@ -229,6 +270,7 @@ def _open_assignment(
     source: str,
     now: datetime,
     fee_bps: int,
+    follows_assignment_id: int | None,
 ) -> Assignment | None:
     """Claim a slot, open the lease and hold the budget, all or nothing (a savepoint); None if taken meanwhile.
 
@@ -252,6 +294,7 @@ def _open_assignment(
                 leased_at=now,
                 lease_expires_at=now + lease,
                 lease_cap_at=now + lease * LEASE_CAP_FACTOR,
+                follows_assignment_id=follows_assignment_id,
             )
             session.add(assignment)
             session.flush()  # generate assignment.id (the hold is keyed by it); the unique pair is checked here
@@ -276,15 +319,30 @@ def _open_assignment(
     return assignment
 
 
-def _planned_offers(session: Session, annotator_id: int, project_id: int | None) -> list[Offer]:
+def _planned_offers_query(*, one_project: bool, locking: bool) -> Select[tuple[Offer]]:
     stmt = (
-        select(Offer).where(Offer.annotator_id == annotator_id).order_by(Offer.rank).limit(OFFERS_PER_REQUEST)
+        select(Offer)
+        .where(Offer.annotator_id == bindparam("annotator_id"))
+        .order_by(Offer.rank)
+        .limit(OFFERS_PER_REQUEST)
     )
-    if project_id is not None:
-        stmt = stmt.where(Offer.project_id == project_id)
-    if _locking(session):
+    if one_project:
+        stmt = stmt.where(Offer.project_id == bindparam("project_id"))
+    if locking:
         stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    return stmt
+
+
+_PLANNED_OFFERS = {
+    (one, locking): _planned_offers_query(one_project=one, locking=locking)
+    for one in (False, True)
+    for locking in (False, True)
+}
+
+
+def _planned_offers(session: Session, annotator_id: int, project_id: int | None) -> list[Offer]:
+    stmt = _PLANNED_OFFERS[(project_id is not None, _locking(session))]
+    return list(session.scalars(stmt, {"annotator_id": annotator_id, "project_id": project_id}))
 
 
 def lease_next_assignment(
@@ -294,8 +352,12 @@ def lease_next_assignment(
     now: datetime,
     fee_bps: int,
     project_id: int | None = None,
+    follows_assignment_id: int | None = None,
 ) -> LeaseOutcome:
-    """The annotator's next assignment: the best still-valid planned offer, else a spot match by the same rules."""
+    """The annotator's next assignment: the best still-valid planned offer, else a spot match by the same rules.
+
+    `follows_assignment_id`: the assignment whose "submit and next" asks (see `lease_after_submit`).
+    """
     if annotator.last_seen_at is None or now - annotator.last_seen_at > SEEN_TOUCH_INTERVAL:
         annotator.last_seen_at = now
     if annotator.status != AnnotatorStatus.ACTIVE:
@@ -325,6 +387,7 @@ def lease_next_assignment(
                 source=source,
                 now=now,
                 fee_bps=fee_bps,
+                follows_assignment_id=follows_assignment_id,
             )
         except InsufficientFunds:
             unaffordable.add(project.id)
@@ -357,22 +420,47 @@ def lease_next_assignment(
 
 
 def lease_after_submit(
-    session: Session, *, annotator: AnnotatorProfile, submitted: Assignment, now: datetime, fee_bps: int
+    session: Session,
+    *,
+    annotator: AnnotatorProfile,
+    submitted: Assignment,
+    now: datetime,
+    fee_bps: int,
+    replayed: bool = True,
 ) -> LeaseOutcome:
     """ "Submit and next": the annotator's next assignment in the project of the one just submitted.
 
     The new lease names the assignment it follows (a unique column), so a retried submit is answered with the
     same next assignment, never a second lease; if the first attempt found no work, a retry looks again.
+    `replayed=False` says the submit was recorded just now, in this transaction, under the assignment's row lock:
+    nothing can follow it yet, and the look for an earlier answer is skipped.
     """
-    earlier = session.scalar(select(Assignment).where(Assignment.follows_assignment_id == submitted.id))
-    if earlier is not None:
-        return LeaseOutcome(earlier)
-    outcome = lease_next_assignment(
-        session, annotator=annotator, now=now, fee_bps=fee_bps, project_id=submitted.project_id
+    if replayed:
+        earlier = session.scalar(select(Assignment).where(Assignment.follows_assignment_id == submitted.id))
+        if earlier is not None:
+            return LeaseOutcome(earlier)
+    return lease_next_assignment(
+        session,
+        annotator=annotator,
+        now=now,
+        fee_bps=fee_bps,
+        project_id=submitted.project_id,
+        follows_assignment_id=submitted.id,
     )
-    if outcome.assignment is not None:
-        outcome.assignment.follows_assignment_id = submitted.id
-    return outcome
+
+
+def _assignment_query(*, lock: bool) -> Select[tuple[Assignment, Project]]:
+    stmt = (
+        select(Assignment, Project)
+        .join(Project, Project.id == Assignment.project_id)
+        .where(
+            Assignment.id == bindparam("assignment_id"), Assignment.annotator_id == bindparam("annotator_id")
+        )
+    )
+    return stmt.with_for_update(of=Assignment) if lock else stmt
+
+
+_ASSIGNMENT = {lock: _assignment_query(lock=lock) for lock in (False, True)}
 
 
 def assignment_for(
@@ -382,14 +470,8 @@ def assignment_for(
 
     Its project comes in the same query (every caller needs it next) without being locked.
     """
-    stmt = (
-        select(Assignment, Project)
-        .join(Project, Project.id == Assignment.project_id)
-        .where(Assignment.id == assignment_id, Assignment.annotator_id == annotator.id)
-    )
-    if lock:
-        stmt = stmt.with_for_update(of=Assignment)
-    row = session.execute(stmt).first()
+    params = {"assignment_id": assignment_id, "annotator_id": annotator.id}
+    row = session.execute(_ASSIGNMENT[lock], params).first()
     if row is None:
         raise NotFound(f"Assignment {assignment_id} not found.")
     assignment: Assignment = row[0]
