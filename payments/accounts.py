@@ -1,4 +1,4 @@
-"""Accounts: created once, never changed, read once per unit of work, and their cached balances locked in order.
+"""Accounts: created once, never changed, read once per process, and their cached balances locked in order.
 
 An account is a code and a currency (`project:3:budget` in EUR). Its kind fixes its normal balance; a no-overdraft
 account (budgets, payables) has a cached balance row that every posting to it locks, in ascending account id, so
@@ -8,13 +8,16 @@ two postings may wait on each other but never deadlock.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_, update
+from sqlalchemy import Engine, Select, select, tuple_, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from payments.errors import AccountConflict, AccountNotFound, InvalidAmount
 from payments.models import NORMAL_BALANCE, Account, AccountBalance, AccountKind
@@ -78,6 +81,7 @@ def ensure_accounts(session: Session, specs: Sequence[AccountSpec]) -> dict[Acco
         }
         # Two requests may create the same account at once: ON CONFLICT DO NOTHING waits for the other insert
         # and then yields, where a plain INSERT would abort this whole unit of work with a unique violation.
+        session.info.setdefault(_CREATED, set()).add(key)
         _insert_ignoring_conflicts(session, Account, values, ["code", "currency"])
         created = _accounts_by_keys(session, [key])[key]
         if spec.no_overdraft:
@@ -115,20 +119,112 @@ def _insert_ignoring_conflicts(
         session.flush()  # generate the row now, like the dialect-specific inserts do
 
 
-def _accounts_by_keys(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
-    """The existing accounts among `keys`, from this unit of work's cache or one query for the rest.
+@dataclass(frozen=True, slots=True)
+class _CommittedAccount:
+    """What is known of a committed account: everything, since an account never changes."""
 
-    Accounts are never changed once written (on PostgreSQL a trigger refuses it), so one read per unit of work
-    is enough: a lease touches three accounts several times. An account rolled back with a savepoint has left
-    the session and is read again.
+    id: int
+    code: str
+    currency: str
+    kind: str
+    normal_balance: str
+    no_overdraft: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> _CommittedAccount:
+        return cls(
+            account.id,
+            account.code,
+            account.currency,
+            account.kind,
+            account.normal_balance,
+            account.no_overdraft,
+            account.created_at,
+        )
+
+    def attach(self, session: Session) -> Account:
+        """The account as an entity of `session`, without a query."""
+        existing = session.identity_map.get(session.identity_key(Account, self.id))
+        if isinstance(existing, Account):
+            return existing
+        account = Account(
+            id=self.id,
+            code=self.code,
+            currency=self.currency,
+            kind=self.kind,
+            normal_balance=self.normal_balance,
+            no_overdraft=self.no_overdraft,
+            created_at=self.created_at,
+        )
+        make_transient_to_detached(account)
+        session.add(account)
+        return account
+
+
+#: Accounts known to be committed, per engine. Accounts are never changed or deleted once committed (on
+#: PostgreSQL a trigger refuses it), so a process reads each one once, not once per unit of work: a lease
+#: touches three accounts, and this saves it a query. Entries enter at commit, and only those read from the
+#: database that this unit of work did not create itself (a savepoint may have rolled that back).
+_COMMITTED: weakref.WeakKeyDictionary[Engine, dict[AccountKey, _CommittedAccount]] = (
+    weakref.WeakKeyDictionary()
+)
+_SESSION_CACHE = "ledger_accounts"
+_READ = "ledger_accounts_read"
+_CREATED = "ledger_accounts_created"
+
+
+def _engine_of(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def _committed_accounts(session: Session) -> dict[AccountKey, _CommittedAccount]:
+    engine = _engine_of(session)
+    known = _COMMITTED.get(engine)
+    if known is None:
+        known = _COMMITTED.setdefault(engine, {})
+    return known
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _remember_committed_accounts(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released: its reads are kept until the transaction commits
+    read: dict[AccountKey, _CommittedAccount] | None = session.info.pop(_READ, None)
+    created: set[AccountKey] = session.info.pop(_CREATED, set())
+    if read:
+        known = _committed_accounts(session)
+        for key, account in read.items():
+            if key not in created:
+                known[key] = account
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_read_accounts(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_READ, None)
+        session.info.pop(_CREATED, None)
+
+
+def _accounts_by_keys(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:
+    """The existing accounts among `keys`: from this unit of work's cache, the accounts the process already
+    knows committed, or one query for the rest.
+
+    An account rolled back with a savepoint has left the session and is read again.
     """
-    cache: dict[AccountKey, Account] = session.info.setdefault("ledger_accounts", {})
+    cache: dict[AccountKey, Account] = session.info.setdefault(_SESSION_CACHE, {})
+    committed = _committed_accounts(session)
     found: dict[AccountKey, Account] = {}
     wanted: list[AccountKey] = []
     for key in keys:
         cached = cache.get(key)
         if cached is not None and cached in session:
             found[key] = cached
+            continue
+        known = committed.get(key)
+        if known is not None:
+            cache[key] = found[key] = known.attach(session)
         elif key not in wanted:
             wanted.append(key)
     if wanted:
@@ -137,9 +233,11 @@ def _accounts_by_keys(session: Session, keys: Iterable[AccountKey]) -> dict[Acco
             if len(wanted) == 1
             else tuple_(Account.code, Account.currency).in_(sorted(wanted))
         )
+        read: dict[AccountKey, _CommittedAccount] = session.info.setdefault(_READ, {})
         for account in session.scalars(select(Account).where(condition)):
             key = (account.code, account.currency)
             cache[key] = found[key] = account
+            read[key] = _CommittedAccount.of(account)
     return found
 
 
