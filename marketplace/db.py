@@ -17,7 +17,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 from flask import Flask, Response, current_app, g
 from sqlalchemy import BigInteger, Engine, MetaData, String, create_engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, mapped_column, sessionmaker
 
 from payments.db import NAMING_CONVENTION, JSONType, UTCDateTime, utcnow
 from payments.ledger import is_retryable
@@ -221,3 +221,13 @@ def unit_of_work(app: Flask | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def undone_by(transaction: SessionTransaction | None, rolled_back: SessionTransaction) -> bool:
+    """Whether work done in `transaction` was undone by the rollback of `rolled_back`: it is that transaction or
+    a savepoint nested inside it. For work queued until commit (events, live counters)."""
+    while transaction is not None:
+        if transaction is rolled_back:
+            return True
+        transaction = transaction.parent
+    return False

@@ -1,12 +1,14 @@
-"""Recording events in the caller's transaction, ordering them at commit, and reading them back.
+"""Recording events in the caller's transaction, writing and ordering them at commit, and reading them back.
 
-`record_event` adds a row to the outbox in the transaction that makes the change, so an event exists if and
-only if its change committed. Positions (`seq`) are handed out by a `before_commit` hook: it takes the row lock
-of each stream the transaction wrote to (in stream order), bumps the stream's counter and numbers the
-transaction's events (on PostgreSQL both in one statement). The lock is the last one the transaction takes and is held only until its commit, so it
-cannot join a deadlock cycle, and a stream's positions become visible in order: a reader at `seq = n` never
-misses a smaller position that commits later. Projects are already serialised by their budget's balance row
-on every lease and payment, so this adds no new contention there.
+`record_event` queues an event for the outbox in the transaction that makes the change, so an event exists if
+and only if its change committed (an event queued in a savepoint that rolls back goes with it). A
+`before_commit` hook writes the transaction's events: it takes the row lock of each stream the transaction wrote
+to (in stream order), bumps the stream's counter and inserts the events with their positions (`seq`) — on
+PostgreSQL both in one statement, so an event is written once and never updated. The lock is the last one the
+transaction takes and is held only until its commit, so it cannot join a deadlock cycle, and a stream's positions
+become visible in order: a reader at `seq = n` never misses a smaller position that commits later. Projects are
+already serialised by their budget's balance row on every lease and payment, so this adds no new contention
+there.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ import json
 import secrets
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
-from marketplace.db import utcnow
+from marketplace.db import undone_by, utcnow
 from marketplace.events.models import DeliveryState, Event, EventStream, WebhookDelivery, WebhookSecret
 from marketplace.projects.models import Project
 
@@ -57,6 +59,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """An event waiting for its transaction's commit, and where to deliver it."""
+
+    row: Event
+    transaction: SessionTransaction | None
+    webhook_url: str | None
+
+
 def record_event(
     session: Session,
     *,
@@ -65,35 +76,26 @@ def record_event(
     data: Mapping[str, Any],
     now: datetime | None = None,
 ) -> Event:
-    """Add an event to the outbox in the caller's transaction (and a webhook delivery if the project has a URL)."""
+    """Queue an event for the outbox in the caller's transaction (with a webhook delivery if the project has a
+    URL). It is written at commit, with its position; the returned row then has its `id` and `seq`."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
     # Round-trip through JSON now, so a bad payload fails the change that produced it, not a later reader.
     payload = json.loads(json.dumps(dict(data), default=_json_default))
-    created = now or utcnow()
     row = Event(
         stream=PLATFORM_STREAM if project_id is None else project_id,
         project_id=project_id,
         type=type,
         data=payload,
-        created_at=created,
+        created_at=now or utcnow(),
     )
-    session.add(row)
-    session.info.setdefault(_PENDING, []).append(row)
+    url = None
     if project_id is not None:
         project = session.get(Project, project_id)
-        if project is not None and project.webhook_url:
-            session.add(
-                WebhookDelivery(
-                    event=row,
-                    project_id=project_id,
-                    url=project.webhook_url,
-                    state=DeliveryState.PENDING.value,
-                    attempts=0,
-                    next_attempt_at=created,
-                    created_at=created,
-                )
-            )
+        url = project.webhook_url if project is not None else None
+    # the transaction the event belongs to (begun now if the session has none yet, so that its rollback is seen)
+    transaction = session.get_nested_transaction() or session.get_transaction() or session.begin()
+    session.info.setdefault(_PENDING, []).append(_Queued(row, transaction, url or None))
     return row
 
 
@@ -108,56 +110,105 @@ def _bump_stream(session: Session, stream: int, count: int) -> int:
     last = session.execute(stmt).scalar()
     if last is not None:
         return int(last)
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(
-        insert(EventStream)
-        .values(stream=stream, last_seq=0)
-        .on_conflict_do_nothing(index_elements=["stream"])
-    )
+    _create_stream(session, stream)
     return int(session.execute(stmt).scalar_one())
 
 
-#: PostgreSQL: reserve a stream's positions and number the transaction's events with them, in one round trip
-_NUMBER_EVENTS = text(
+def _create_stream(session: Session, stream: int) -> None:
+    insert_for = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(
+        insert_for(EventStream)
+        .values(stream=stream, last_seq=0)
+        .on_conflict_do_nothing(index_elements=["stream"])
+    )
+
+
+#: PostgreSQL: reserve a stream's positions and insert the transaction's events with them, in one round trip
+#: (nothing is inserted when the stream has no row yet: the caller creates it and asks again)
+_WRITE_EVENTS = text(
     "WITH reserved AS (UPDATE event_streams SET last_seq = last_seq + :n WHERE stream = :stream"
     " RETURNING last_seq)"
-    " UPDATE events SET seq = reserved.last_seq - :n + numbered.position"
-    " FROM reserved, unnest(CAST(:ids AS BIGINT[])) WITH ORDINALITY AS numbered(id, position)"
-    " WHERE events.id = numbered.id RETURNING events.id, events.seq"
+    " INSERT INTO events (stream, project_id, type, data, seq, created_at)"
+    " SELECT CAST(:stream AS INTEGER), CAST(:project_id AS INTEGER), queued.value ->> 'type',"
+    " queued.value -> 'data', reserved.last_seq - :n + queued.position,"
+    " CAST(queued.value ->> 'created_at' AS TIMESTAMP WITH TIME ZONE)"
+    " FROM reserved, jsonb_array_elements(CAST(:events AS JSONB)) WITH ORDINALITY AS queued(value, position)"
+    " RETURNING id, seq"
 )
 
+_INSERT_EVENTS = insert(Event).returning(Event.id, Event.seq, sort_by_parameter_order=True)
 
-def _number_events(session: Session, stream: int, rows: list[Event]) -> None:
-    """Give `rows` (sorted by id) the stream's next positions, locking its row until commit."""
+
+def _write_events(session: Session, stream: int, rows: list[Event]) -> list[tuple[int, int]]:
+    """Insert `rows` (in the order they were recorded) at the stream's next positions, locking its row until
+    commit; (id, seq) of each, in that order."""
     if session.get_bind().dialect.name == "postgresql":
-        params = {"n": len(rows), "stream": stream, "ids": [row.id for row in rows]}
-        numbered = dict(session.execute(_NUMBER_EVENTS, params).tuples().all())
-        if not numbered:  # the stream's first events: create its row, then number
-            _bump_stream(session, stream, 0)
-            numbered = dict(session.execute(_NUMBER_EVENTS, params).tuples().all())
-        for row in rows:
-            set_committed_value(row, "seq", numbered[row.id])
-        return
+        params = {
+            "n": len(rows),
+            "stream": stream,
+            "project_id": rows[0].project_id,
+            "events": json.dumps(
+                [{"type": r.type, "data": r.data, "created_at": r.created_at.isoformat()} for r in rows]
+            ),
+        }
+        written = session.execute(_WRITE_EVENTS, params).tuples().all()
+        if not written:  # the stream's first events: create its row, then write
+            _create_stream(session, stream)
+            written = session.execute(_WRITE_EVENTS, params).tuples().all()
+        return sorted(written, key=lambda id_seq: id_seq[1])
     last = _bump_stream(session, stream, len(rows))
-    for offset, row in enumerate(rows):
-        row.seq = last - len(rows) + 1 + offset
+    first = last - len(rows) + 1
+    values = [
+        {
+            "stream": r.stream,
+            "project_id": r.project_id,
+            "type": r.type,
+            "data": r.data,
+            "seq": first + offset,
+            "created_at": r.created_at,
+        }
+        for offset, r in enumerate(rows)
+    ]
+    return list(session.execute(_INSERT_EVENTS, values).tuples())
 
 
 @sa_event.listens_for(Session, "before_commit")
 def _sequence_events(session: Session) -> None:
     if session.in_nested_transaction():
-        return  # a savepoint is being released: the outermost commit numbers everything once
-    pending: list[Event] = session.info.get(_PENDING) or []
+        return  # a savepoint is being released: the outermost commit writes everything once
+    pending: list[_Queued] = session.info.pop(_PENDING, None) or []
     if not pending:
         return
-    session.flush()  # assign ids, and drop events whose savepoint was rolled back (they become transient)
-    streams: dict[int, list[Event]] = defaultdict(list)
-    for row in pending:
-        if sa_inspect(row).persistent and row.seq is None:
-            streams[row.stream].append(row)
-    pending.clear()
+    streams: dict[int, list[_Queued]] = defaultdict(list)
+    for queued in pending:
+        streams[queued.row.stream].append(queued)
     for stream in sorted(streams):  # one lock order for every transaction
-        _number_events(session, stream, sorted(streams[stream], key=lambda r: r.id))
+        queue = streams[stream]
+        written = _write_events(session, stream, [q.row for q in queue])
+        for queued, (event_id, seq) in zip(queue, written, strict=True):
+            set_committed_value(queued.row, "id", event_id)
+            set_committed_value(queued.row, "seq", seq)
+            if queued.webhook_url:
+                session.add(
+                    WebhookDelivery(
+                        event_id=event_id,
+                        project_id=queued.row.project_id,
+                        url=queued.webhook_url,
+                        state=DeliveryState.PENDING.value,
+                        attempts=0,
+                        next_attempt_at=queued.row.created_at,
+                        created_at=queued.row.created_at,
+                    )
+                )
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_events(session: Session, previous_transaction: SessionTransaction) -> None:
+    pending: list[_Queued] | None = session.info.get(_PENDING)
+    if not pending:
+        return
+
+    pending[:] = [q for q in pending if not undone_by(q.transaction, previous_transaction)]
 
 
 @sa_event.listens_for(Session, "after_rollback")

@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from marketplace.db import undone_by
 from marketplace.projects.models import Project
 from marketplace.redis import get_redis
 from marketplace.work.models import Label, ReviewState
@@ -179,14 +180,7 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
     if not increments:
         return
 
-    def rolled_back(transaction: SessionTransaction | None) -> bool:
-        while transaction is not None:
-            if transaction is previous_transaction:
-                return True
-            transaction = transaction.parent
-        return False
-
-    increments[:] = [inc for inc in increments if not rolled_back(inc.transaction)]
+    increments[:] = [inc for inc in increments if not undone_by(inc.transaction, previous_transaction)]
 
 
 # --- reads --------------------------------------------------------------------------------------------------

@@ -68,15 +68,15 @@ class Label(Base):
         CheckConstraint("time_spent_ms >= 0", name="time_non_negative"),
         CheckConstraint("review_state IN ('pending', 'accepted', 'rejected')", name="review_state_known"),
         Index("ix_labels_project_review", "project_id", "review_state"),
+        # an annotator's latest labels (their measured speed, on every submit) and everything by annotator
+        Index("ix_labels_annotator_latest", "annotator_id", "id"),
     )
 
     id: Mapped[intpk]
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"), unique=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    annotator_id: Mapped[int] = mapped_column(
-        ForeignKey("annotator_profiles.id", ondelete="CASCADE"), index=True
-    )
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator_profiles.id", ondelete="CASCADE"))
     value: Mapped[Any] = mapped_column(JSONType)
     time_spent_ms: Mapped[int] = mapped_column(default=0)
     is_gold: Mapped[bool] = mapped_column(default=False)

@@ -49,8 +49,8 @@ def test_events_are_numbered_per_stream_at_commit(db_session) -> None:
     for project, kind in ((a, "item.completed"), (b, "item.completed"), (a, "label.accepted")):
         record_event(db_session, project_id=project.id, type=kind, data={"n": 1})
     record_event(db_session, project_id=None, type="payout.sent", data={"payout_id": 7})
-    pending = db_session.scalars(select(Event)).all()
-    assert {e.seq for e in pending} == {None}  # positions are given at commit
+    # events are written, with their positions, at commit
+    assert db_session.scalars(select(Event)).all() == []
     db_session.commit()
     assert stream(db_session, a.id) == [(1, "item.completed"), (2, "label.accepted")]
     assert stream(db_session, b.id) == [(1, "item.completed")]
@@ -84,12 +84,12 @@ def test_positions_follow_commit_order_not_insert_order(engine, db_session) -> N
     project = make_project(db_session, tasks=1)
     with Session(engine) as first, Session(engine) as second:
         early = record_event(first, project_id=project.id, type="item.completed", data={"who": "first"})
-        first.flush()  # takes the smaller id
+        first.flush()
         late = record_event(second, project_id=project.id, type="item.completed", data={"who": "second"})
-        second.commit()  # but commits first
+        second.commit()  # recorded later, committed first
         first.commit()
-        assert early.id < late.id
         assert (late.seq, early.seq) == (1, 2)
+        assert late.id < early.id  # written at commit, under the stream's lock: ids follow positions
 
 
 def manager_headers(db_session: Session, project: Project, role: str = "manager") -> dict[str, str]:
