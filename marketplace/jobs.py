@@ -20,7 +20,7 @@ from flask.cli import AppGroup
 
 from marketplace.db import unit_of_work, utcnow
 from marketplace.redis import get_redis, key
-from marketplace.work.leasing import expire_leases
+from marketplace.work.leases import expire_leases
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from marketplace.projects.label_schema import values_agree
 from marketplace.projects.models import Project, Task
 from marketplace.quality.accuracy import GOLD_WEIGHT
 from marketplace.quality.outcomes import accept_and_record, reject_and_record
-from marketplace.work.leasing import release_assignment
+from marketplace.work.leases import release_assignment
 from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker
 
 #: the start of every gold block's reason, so an appeal knows which blocks are gold's to lift

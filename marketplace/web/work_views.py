@@ -25,7 +25,7 @@ from marketplace.quality.policy import review_submitted_label
 from marketplace.web.access import WORK, area_required, reload_user_on_retry
 from marketplace.web.blueprint import bp
 from marketplace.web.forms import ActionForm, AppealForm, NextTaskForm, SubmitLabelForm
-from marketplace.work import decisions, leasing
+from marketplace.work import decisions, leases, leasing
 from marketplace.work.models import Assignment, AssignmentState, Label
 from payments.money import Money
 
@@ -146,7 +146,7 @@ def assignment(assignment_id: int) -> tuple[str, int]:
     """The item, the instructions, the choices, the price and the lease; or the result once submitted."""
     session = get_session()
     annotator = current_annotator(session)
-    own = leasing.assignment_for(session, annotator=annotator, assignment_id=assignment_id, lock=False)
+    own = leases.assignment_for(session, annotator=annotator, assignment_id=assignment_id, lock=False)
     return _task_page(annotator, own)
 
 
@@ -171,7 +171,7 @@ def submit(assignment_id: int) -> Response | tuple[str, int]:
     """Submit the label; a double click or a resent form returns the first result (same submit key)."""
     session = get_session()
     annotator = current_annotator(session)
-    own = leasing.assignment_for(session, annotator=annotator, assignment_id=assignment_id)
+    own = leases.assignment_for(session, annotator=annotator, assignment_id=assignment_id)
     form = SubmitLabelForm()
     if not form.validate_on_submit():
         return _task_page(annotator, own, error="The form expired; please submit again.", status=400)
@@ -232,9 +232,7 @@ def release(assignment_id: int) -> Response:
     annotator = current_annotator(session)
     if ActionForm().validate_on_submit():
         try:
-            leasing.release_assignment(
-                session, annotator=annotator, assignment_id=assignment_id, now=utcnow()
-            )
+            leases.release_assignment(session, annotator=annotator, assignment_id=assignment_id, now=utcnow())
         except Conflict as exc:
             flash(exc.message, "error")
         else:
@@ -256,7 +254,7 @@ def heartbeat(assignment_id: int) -> Response:
         return redirect(url_for("web.assignment", assignment_id=assignment_id))
     now = utcnow()
     # A Conflict (the lease ended) propagates: the error handler answers JSON or a page, as asked.
-    extended = leasing.extend_lease(session, annotator=annotator, assignment_id=assignment_id, now=now)
+    extended = leases.extend_lease(session, annotator=annotator, assignment_id=assignment_id, now=now)
     if wants_json:
         return jsonify(
             {
@@ -280,7 +278,7 @@ def appeal(label_id: int) -> Response | tuple[str, int]:
     label = session.scalar(select(Label).where(Label.id == label_id, Label.annotator_id == annotator.id))
     if label is None:
         raise NotFound(f"Label {label_id} not found.")
-    own = leasing.assignment_for(session, annotator=annotator, assignment_id=label.assignment_id, lock=False)
+    own = leases.assignment_for(session, annotator=annotator, assignment_id=label.assignment_id, lock=False)
     form = AppealForm()
     if not form.validate_on_submit():
         return _task_page(annotator, own, status=422, appeal_form=form)

@@ -18,7 +18,7 @@ from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput
 from marketplace.projects.models import Project, Task
 from marketplace.quality.policy import review_submitted_label
-from marketplace.work import decisions, leasing
+from marketplace.work import decisions, leases, leasing
 from marketplace.work.models import Assignment, Label
 
 blp = Blueprint(
@@ -178,9 +178,7 @@ class Release(MethodView):
         session = get_session()
         annotator = current_annotator(session)
         return assignment_dict(
-            leasing.release_assignment(
-                session, annotator=annotator, assignment_id=assignment_id, now=utcnow()
-            )
+            leases.release_assignment(session, annotator=annotator, assignment_id=assignment_id, now=utcnow())
         )
 
 
@@ -193,7 +191,7 @@ class Heartbeat(MethodView):
         session = get_session()
         annotator = current_annotator(session)
         return assignment_dict(
-            leasing.extend_lease(session, annotator=annotator, assignment_id=assignment_id, now=utcnow())
+            leases.extend_lease(session, annotator=annotator, assignment_id=assignment_id, now=utcnow())
         )
 
 

@@ -17,7 +17,7 @@ from marketplace.billing.services import pay_for_label, release_assignment_hold
 from marketplace.errors import Conflict
 from marketplace.projects.label_schema import validate_value
 from marketplace.projects.models import Project, Task, TaskStatus
-from marketplace.work.leasing import assignment_for, free_slot
+from marketplace.work.leases import assignment_for, free_slot
 from marketplace.work.models import Assignment, AssignmentState, Label, ReviewState
 
 

@@ -13,7 +13,7 @@ from marketplace.errors import Conflict
 from marketplace.planning.models import Offer, PlanRun
 from marketplace.projects.imports import import_tasks
 from marketplace.projects.models import Task
-from marketplace.work import decisions, leasing
+from marketplace.work import decisions, leases, leasing
 from marketplace.work.models import Assignment, AssignmentState
 from payments import ledger
 from payments.money import Money
@@ -117,7 +117,7 @@ def test_release_returns_the_slot_and_voids_the_hold(db_session) -> None:
     worker, other = f.annotator(db_session), f.annotator(db_session)
     db_session.commit()
     assignment = lease(db_session, worker).assignment
-    leasing.release_assignment(db_session, annotator=worker, assignment_id=assignment.id, now=utcnow())
+    leases.release_assignment(db_session, annotator=worker, assignment_id=assignment.id, now=utcnow())
     db_session.commit()
     assert db_session.get(Task, assignment.task_id).labels_in_progress == 0
     assert project_budget(db_session, project=project).held.amount == 0
@@ -133,16 +133,16 @@ def test_heartbeat_extends_up_to_the_cap(db_session) -> None:
     start = utcnow()
     assignment = lease(db_session, worker, now=start).assignment
     later = start + timedelta(seconds=500)
-    extended = leasing.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=later)
+    extended = leases.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=later)
     assert extended.lease_expires_at == later + timedelta(seconds=600)
-    leasing.extend_lease(
+    leases.extend_lease(
         db_session, annotator=worker, assignment_id=assignment.id, now=start + timedelta(seconds=1000)
     )
     near_cap = start + timedelta(seconds=1500)
-    capped = leasing.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=near_cap)
+    capped = leases.extend_lease(db_session, annotator=worker, assignment_id=assignment.id, now=near_cap)
     assert capped.lease_expires_at == start + timedelta(seconds=1800)  # 3 × the lease length
     with pytest.raises(Conflict):
-        leasing.extend_lease(
+        leases.extend_lease(
             db_session, annotator=worker, assignment_id=assignment.id, now=start + timedelta(seconds=1801)
         )
 
@@ -153,8 +153,8 @@ def test_expired_leases_return_to_the_pool_and_late_submits_are_refused(db_sessi
     db_session.commit()
     start = utcnow()
     assignment = lease(db_session, worker, now=start).assignment
-    assert leasing.expire_leases(db_session, now=start + timedelta(seconds=30)) == 0
-    assert leasing.expire_leases(db_session, now=start + timedelta(seconds=61)) == 1
+    assert leases.expire_leases(db_session, now=start + timedelta(seconds=30)) == 0
+    assert leases.expire_leases(db_session, now=start + timedelta(seconds=61)) == 1
     db_session.commit()
     db_session.refresh(assignment)
     assert assignment.state == AssignmentState.EXPIRED
@@ -169,7 +169,7 @@ def test_expired_leases_return_to_the_pool_and_late_submits_are_refused(db_sessi
             idempotency_key=None,
             now=start + timedelta(seconds=62),
         )
-    assert leasing.expire_leases(db_session, now=start + timedelta(seconds=120)) == 0  # once only
+    assert leases.expire_leases(db_session, now=start + timedelta(seconds=120)) == 0  # once only
 
 
 def test_submit_is_idempotent_by_key(db_session) -> None:
@@ -249,5 +249,5 @@ def test_another_annotators_assignment_is_not_found(db_session) -> None:
     from marketplace.errors import NotFound
 
     with pytest.raises(NotFound):
-        leasing.release_assignment(db_session, annotator=stranger, assignment_id=assignment.id, now=utcnow())
+        leases.release_assignment(db_session, annotator=stranger, assignment_id=assignment.id, now=utcnow())
     assert db_session.get(Assignment, assignment.id).state == "leased"
