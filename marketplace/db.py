@@ -223,11 +223,11 @@ def unit_of_work(app: Flask | None = None) -> Iterator[Session]:
         session.close()
 
 
-def undone_by(transaction: SessionTransaction | None, rolled_back: SessionTransaction) -> bool:
-    """Whether work done in `transaction` was undone by the rollback of `rolled_back`: it is that transaction or
-    a savepoint nested inside it. For work queued until commit (events, live counters)."""
+def within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    """Whether `transaction` is `outer` or a savepoint nested inside it: work queued until commit (events, live
+    counters) belongs to the transaction that commits it, and goes with one that rolls back."""
     while transaction is not None:
-        if transaction is rolled_back:
+        if transaction is outer:
             return True
         transaction = transaction.parent
     return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -133,30 +133,14 @@ class _CommittedAccount:
 
     @classmethod
     def of(cls, account: Account) -> _CommittedAccount:
-        return cls(
-            account.id,
-            account.code,
-            account.currency,
-            account.kind,
-            account.normal_balance,
-            account.no_overdraft,
-            account.created_at,
-        )
+        return cls(**{field.name: getattr(account, field.name) for field in fields(cls)})
 
     def attach(self, session: Session) -> Account:
         """The account as an entity of `session`, without a query."""
         existing = session.identity_map.get(session.identity_key(Account, self.id))
         if isinstance(existing, Account):
             return existing
-        account = Account(
-            id=self.id,
-            code=self.code,
-            currency=self.currency,
-            kind=self.kind,
-            normal_balance=self.normal_balance,
-            no_overdraft=self.no_overdraft,
-            created_at=self.created_at,
-        )
+        account = Account(**{field.name: getattr(self, field.name) for field in fields(self)})
         make_transient_to_detached(account)
         session.add(account)
         return account

@@ -383,17 +383,8 @@ def _insert_transaction(session: Session, values: dict[str, Any]) -> LedgerTrans
     """Insert a transaction row in one round trip; None if a unique key (the idempotency key, or the hold's
     single resolution) refused it. Nothing else of the unit of work is undone."""
     if session.get_bind().dialect.name in ("postgresql", "sqlite"):
-        params = {
-            "idempotency_key": values["idempotency_key"],
-            "kind": values["kind"],
-            "reference": values["reference"],
-            "status": values["status"],
-            "resolves_hold_id": values["resolves_hold_id"],
-            "expires_at": values["expires_at"],
-            "content_hash": values["content_hash"],
-            "metadata": values["meta"],
-            "created_at": utcnow(),
-        }
+        # the entity's attribute `meta` is the column `metadata`; created_at is the model's default
+        params = {**values, "metadata": values["meta"], "created_at": utcnow()}
         return session.scalars(_INSERT_TRANSACTION, params).one_or_none()
     transaction = LedgerTransaction(**values)
     try:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
-from marketplace.db import undone_by, utcnow
+from marketplace.db import utcnow, within
 from marketplace.events.models import DeliveryState, Event, EventStream, WebhookDelivery, WebhookSecret
 from marketplace.projects.models import Project
 
@@ -64,7 +64,7 @@ class _Queued:
     """An event waiting for its transaction's commit, and where to deliver it."""
 
     row: Event
-    transaction: SessionTransaction | None
+    transaction: SessionTransaction
     webhook_url: str | None
 
 
@@ -173,15 +173,16 @@ def _write_events(session: Session, stream: int, rows: list[Event]) -> list[tupl
 
 
 @sa_event.listens_for(Session, "before_commit")
-def _sequence_events(session: Session) -> None:
+def _write_queued_events(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint is being released: the outermost commit writes everything once
     pending: list[_Queued] = session.info.pop(_PENDING, None) or []
-    if not pending:
-        return
+    committing = session.get_transaction()
     streams: dict[int, list[_Queued]] = defaultdict(list)
     for queued in pending:
-        streams[queued.row.stream].append(queued)
+        # only this transaction's events: one that ended without a rollback (a closed session) left its own here
+        if committing is not None and within(queued.transaction, committing):
+            streams[queued.row.stream].append(queued)
     for stream in sorted(streams):  # one lock order for every transaction
         queue = streams[stream]
         written = _write_events(session, stream, [q.row for q in queue])
@@ -205,16 +206,8 @@ def _sequence_events(session: Session) -> None:
 @sa_event.listens_for(Session, "after_soft_rollback")
 def _drop_rolled_back_events(session: Session, previous_transaction: SessionTransaction) -> None:
     pending: list[_Queued] | None = session.info.get(_PENDING)
-    if not pending:
-        return
-
-    pending[:] = [q for q in pending if not undone_by(q.transaction, previous_transaction)]
-
-
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_events(session: Session) -> None:
-    if not session.in_nested_transaction():
-        session.info.pop(_PENDING, None)
+    if pending:
+        pending[:] = [q for q in pending if not within(q.transaction, previous_transaction)]
 
 
 def list_events(session: Session, *, project_id: int | None, after: int, limit: int) -> list[Event]:

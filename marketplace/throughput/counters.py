@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, SessionTransaction
 
-from marketplace.db import undone_by
+from marketplace.db import within
 from marketplace.projects.models import Project
 from marketplace.redis import get_redis
 from marketplace.work.models import Label, ReviewState
@@ -180,7 +180,7 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
     if not increments:
         return
 
-    increments[:] = [inc for inc in increments if not undone_by(inc.transaction, previous_transaction)]
+    increments[:] = [inc for inc in increments if not within(inc.transaction, previous_transaction)]
 
 
 # --- reads --------------------------------------------------------------------------------------------------

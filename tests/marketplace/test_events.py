@@ -262,3 +262,13 @@ def test_retries_back_off_and_give_up(app, db_session, receiver) -> None:
     failed = db_session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id.desc())).first()
     assert (failed.state, failed.attempts) == ("failed", MAX_ATTEMPTS)
     assert len(receiver.requests) == 3 + MAX_ATTEMPTS
+
+
+def test_a_closed_session_leaves_no_event_for_its_next_transaction(db_session) -> None:
+    project = make_project(db_session, tasks=1)
+    db_session.commit()
+    record_event(db_session, project_id=project.id, type="item.completed", data={"closed": True})
+    db_session.close()  # ends the transaction without a rollback
+    record_event(db_session, project_id=project.id, type="item.completed", data={"closed": False})
+    db_session.commit()
+    assert [e.data for e in db_session.scalars(select(Event))] == [{"closed": False}]
