@@ -1,7 +1,9 @@
 """Next-task benchmark: latency of `next` and `submit` through the real app on PostgreSQL + Redis, for a 1k-item
-and a 1M-item project, and next+submit pairs per second through gunicorn.
+and a 1M-item project, and next+submit pairs per second through gunicorn — beside the requests per second of
+two light GETs through the same server and clients, the floor of what the stack itself costs on the machine.
 
     .venv/bin/python bench/next_task.py [--pg URL] [--redis URL] [--pairs 2000] [--large 1000000] [--seconds 20]
+                                        [--workers 2,4] [--no-floor]
 
 It creates a database of its own on the PostgreSQL server, migrates it, fills it, measures and drops it. Progress
 goes to stderr, the Markdown table to stdout. It is a benchmark, not a test: nothing here asserts on time.
@@ -224,19 +226,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure_throughput(
-    env: dict[str, str],
-    tokens: list[str],
-    project_id: int,
-    seconds: float,
-    workers: int,
-    *,
-    chained: bool = False,
-) -> dict[str, float]:
-    """next+submit pairs per second through gunicorn, with one client thread per annotator.
-
-    `chained`: each client labels continuously with "submit and next" (`"next": true`), one request per label
-    after its first `next`; a pair is then one labelled item."""
+@contextmanager
+def gunicorn(env: dict[str, str], workers: int) -> Iterator[int]:
+    """gunicorn serving the app on a free port of 127.0.0.1, once every worker answers; yields the port."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -266,59 +258,95 @@ def measure_throughput(
             except OSError:
                 time.sleep(0.2)
         time.sleep(2)
-        stop = time.monotonic() + seconds
-        counts = [0] * len(tokens)
-        errors = [0] * len(tokens)
-
-        def loop(index: int, token: str) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            n = 0
-            assignment = None
-            while time.monotonic() < stop:
-                if assignment is None:
-                    conn.request(
-                        "POST",
-                        "/api/v1/work/next",
-                        body=json.dumps({"project_id": project_id}),
-                        headers=headers,
-                    )
-                    assignment = json.loads(conn.getresponse().read()).get("assignment")
-                    if not assignment:
-                        errors[index] += 1
-                        continue
-                n += 1
-                conn.request(
-                    "POST",
-                    f"/api/v1/assignments/{assignment['id']}/submit",
-                    body=json.dumps({"value": "b", "next": chained}),
-                    headers={**headers, "Idempotency-Key": f"t{index}-{n}"},
-                )
-                response = conn.getresponse()
-                body = json.loads(response.read())
-                assignment = body["next"]["assignment"] if chained and response.status == 200 else None
-                if response.status == 200:
-                    counts[index] += 1
-                else:
-                    errors[index] += 1
-            conn.close()
-
-        threads = [threading.Thread(target=loop, args=(i, t)) for i, t in enumerate(tokens)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - started
-        return {
-            "pairs_per_s": sum(counts) / elapsed,
-            "pairs": sum(counts),
-            "errors": sum(errors),
-            "seconds": elapsed,
-        }
+        yield port
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def run_clients(tokens: list[str], seconds: float, loop: Any) -> dict[str, float]:
+    """One thread per token running `loop(index, token, stop, counts, errors)` until `stop`; the totals per second."""
+    stop = time.monotonic() + seconds
+    counts = [0] * len(tokens)
+    errors = [0] * len(tokens)
+    threads = [threading.Thread(target=loop, args=(i, t, stop, counts, errors)) for i, t in enumerate(tokens)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return {
+        "pairs_per_s": sum(counts) / elapsed,
+        "pairs": sum(counts),
+        "errors": sum(errors),
+        "seconds": elapsed,
+    }
+
+
+def measure_throughput(
+    port: int,
+    tokens: list[str],
+    project_id: int,
+    seconds: float,
+    *,
+    chained: bool = False,
+) -> dict[str, float]:
+    """next+submit pairs per second through gunicorn, with one client thread per annotator.
+
+    `chained`: each client labels continuously with "submit and next" (`"next": true`), one request per label
+    after its first `next`; a pair is then one labelled item."""
+
+    def loop(index: int, token: str, stop: float, counts: list[int], errors: list[int]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        n = 0
+        assignment = None
+        while time.monotonic() < stop:
+            if assignment is None:
+                conn.request(
+                    "POST",
+                    "/api/v1/work/next",
+                    body=json.dumps({"project_id": project_id}),
+                    headers=headers,
+                )
+                assignment = json.loads(conn.getresponse().read()).get("assignment")
+                if not assignment:
+                    errors[index] += 1
+                    continue
+            n += 1
+            conn.request(
+                "POST",
+                f"/api/v1/assignments/{assignment['id']}/submit",
+                body=json.dumps({"value": "b", "next": chained}),
+                headers={**headers, "Idempotency-Key": f"t{index}-{n}"},
+            )
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            assignment = body["next"]["assignment"] if chained and response.status == 200 else None
+            (counts if response.status == 200 else errors)[index] += 1
+        conn.close()
+
+    return run_clients(tokens, seconds, loop)
+
+
+def measure_floor(port: int, tokens: list[str], path: str, seconds: float) -> dict[str, float]:
+    """Requests per second of a light GET through the same server and clients: what the stack itself costs.
+
+    `/healthz` runs `SELECT 1` and pings Redis without authentication; `/api/v1/me` authenticates the bearer
+    token (one query) and reads the caller's memberships and annotator profile (two more)."""
+
+    def loop(index: int, token: str, stop: float, counts: list[int], errors: list[int]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {token}"}
+        while time.monotonic() < stop:
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            (counts if response.status == 200 else errors)[index] += 1
+        conn.close()
+
+    return run_clients(tokens, seconds, loop)
 
 
 def main() -> None:
@@ -337,6 +365,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument(
         "--workers", default="2,4", help="gunicorn worker counts to measure throughput with (comma-separated)"
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure light GETs through the same server and clients (what the stack itself allows)",
     )
     args = parser.parse_args()
     with bench_app(args.pg, args.redis) as (app, url, prefix):
@@ -359,6 +393,7 @@ def main() -> None:
             "RATELIMIT_ENABLED": "false",
         }
         throughputs = []
+        floors = []
         for workers in [int(w) for w in args.workers.split(",")]:
             for chained in (False, True):
                 say(
@@ -366,10 +401,18 @@ def main() -> None:
                     + (", submit and next" if chained else "")
                 )
                 settle(app)
-                result = measure_throughput(
-                    env, data["tokens"][6:], data["projects"]["1M"], args.seconds, workers, chained=chained
-                )
+                with gunicorn(env, workers) as port:
+                    result = measure_throughput(
+                        port, data["tokens"][6:], data["projects"]["1M"], args.seconds, chained=chained
+                    )
                 throughputs.append((workers, chained, result))
+            if args.floor:
+                with gunicorn(env, workers) as port:
+                    for path in ("/healthz", "/api/v1/me"):
+                        say(f"floor: GET {path}, gunicorn -w {workers}, {args.clients} client threads")
+                        floors.append(
+                            (workers, path, measure_floor(port, data["tokens"][6:], path, args.seconds))
+                        )
         small, large = rows[0][1], rows[1][1]
         print("| project | next p50 | next p99 | submit p50 | submit p99 |")
         print("| --- | ---: | ---: | ---: | ---: |")
@@ -387,6 +430,11 @@ def main() -> None:
             print(
                 f"gunicorn -w {workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} {how} "
                 f"({throughput['pairs']:,} in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
+            )
+        for workers, path, floor in floors:
+            print(
+                f"floor, gunicorn -w {workers}, {args.clients} clients: GET {path} {floor['pairs_per_s']:.0f} requests/s "
+                f"({floor['pairs']:,} in {floor['seconds']:.1f} s, {floor['errors']} failed)"
             )
 
 
