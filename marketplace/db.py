@@ -17,9 +17,11 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 from flask import Flask, Response, current_app, g
 from sqlalchemy import BigInteger, Engine, MetaData, String, create_engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
+from werkzeug.wrappers import Response as WerkzeugResponse
 
-from payments.db import NAMING_CONVENTION, JSONType, UTCDateTime, utcnow
+from payments.db import NAMING_CONVENTION, JSONType, UTCDateTime, utcnow, within
+from payments.errors import FundsTakenBeforeCommit
 from payments.ledger import is_retryable
 
 P = ParamSpec("P")
@@ -35,6 +37,7 @@ __all__ = [
     "timestamp",
     "unit_of_work",
     "utcnow",
+    "within",
 ]
 
 
@@ -181,7 +184,13 @@ def get_session() -> Session:
 
 def retry_transaction(view: Callable[P, R], *, attempts: int = 4) -> Callable[P, R]:
     """Run a view's unit of work again, on a fresh session, when the database aborted it as a deadlock victim or
-    for a serialization failure; the database already rolled it back, so the whole request body is repeated.
+    for a serialization failure, or its commit found the funds a hold reserved taken by a concurrent transaction
+    (`payments.deferred_balances`); the work was rolled back, so the whole request body is repeated.
+
+    A view that succeeds is committed here, as soon as it returns, rather than once its response is built: the
+    rows its unit of work locked (every lease locks its project's budget balance) are held until the commit, and
+    a commit the database refuses for one of those reasons is retried with the rest. A view that answers with an
+    error status is only flushed; the end of the request rolls it back.
 
     Put it directly on the view function (below flask-smorest's decorators), whose arguments it must not change.
     """
@@ -191,9 +200,12 @@ def retry_transaction(view: Callable[P, R], *, attempts: int = 4) -> Callable[P,
         for attempt in range(1, attempts + 1):
             try:
                 result = view(*args, **kwargs)
-                get_session().flush()
+                if _succeeded(result):
+                    get_session().commit()
+                else:
+                    get_session().flush()
                 return result
-            except DBAPIError as exc:
+            except (DBAPIError, FundsTakenBeforeCommit) as exc:
                 if attempt == attempts or not is_retryable(exc):
                     raise
                 session: Session | None = g.pop("db_session", None)
@@ -209,6 +221,15 @@ def retry_transaction(view: Callable[P, R], *, attempts: int = 4) -> Callable[P,
     return wrapper
 
 
+def _succeeded(result: object) -> bool:
+    """Whether a view's return value answers with a success status (flask-smorest turns plain data into one)."""
+    if isinstance(result, WerkzeugResponse):
+        return result.status_code < 400
+    if isinstance(result, tuple) and len(result) > 1 and isinstance(result[1], int):
+        return result[1] < 400
+    return True
+
+
 @contextmanager
 def unit_of_work(app: Flask | None = None) -> Iterator[Session]:
     """One transaction for a CLI command or job: commit on success, roll back on any error."""
@@ -221,13 +242,3 @@ def unit_of_work(app: Flask | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
-    """Whether `transaction` is `outer` or a savepoint nested inside it: work queued until commit (events, live
-    counters) belongs to the transaction that commits it, and goes with one that rolls back."""
-    while transaction is not None:
-        if transaction is outer:
-            return True
-        transaction = transaction.parent
-    return False

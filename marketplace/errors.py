@@ -142,6 +142,7 @@ def init_app(app: Flask) -> None:
         payments_errors.InvalidAmount: 422,
         payments_errors.UnbalancedTransaction: 422,
         payments_errors.InsufficientFunds: 409,
+        payments_errors.FundsTakenBeforeCommit: 409,
         payments_errors.IdempotencyConflict: 409,
         payments_errors.HoldAlreadyResolved: 409,
         payments_errors.AccountNotFound: 404,

@@ -19,6 +19,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from payments.deferred_balances import apply_queued_balance_changes
 from payments.errors import AccountConflict, AccountNotFound, InvalidAmount
 from payments.models import NORMAL_BALANCE, Account, AccountBalance, AccountKind
 from payments.money import validate_currency
@@ -255,10 +256,12 @@ def accounts_for(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKe
 
 
 def lock_balances(session: Session, account_ids: Iterable[int]) -> dict[int, AccountBalance]:
-    """Lock the cached balances of `account_ids` (where they exist) in ascending id order, read fresh."""
+    """Lock the cached balances of `account_ids` (where they exist) in ascending id order, read fresh (with the
+    changes this transaction queued for its commit applied first)."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}
+    apply_queued_balance_changes(session, ids)
     if session.get_bind().dialect.name == "sqlite":
         # SQLite has no row locks and ignores FOR UPDATE. An engine that begins with BEGIN IMMEDIATE already
         # holds the database's write lock; one left to pysqlite's deferred transactions would read outside any

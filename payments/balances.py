@@ -16,6 +16,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from payments.accounts import AccountKey, accounts_for, get_account
+from payments.deferred_balances import apply_queued_balance_changes
 from payments.models import (
     Account,
     AccountBalance,
@@ -82,6 +83,7 @@ def balances_of(session: Session, accounts: Iterable[Account]) -> dict[int, Bala
     if not accounts:
         return {}
     ids = [a.id for a in accounts]
+    apply_queued_balance_changes(session, ids)  # a session reads its own writes
     cached = {
         b.account_id: b
         for b in session.scalars(

@@ -33,6 +33,13 @@ class InsufficientFunds(PaymentsError):
     code = "insufficient_funds"
 
 
+class FundsTakenBeforeCommit(PaymentsError):
+    """A balance change queued for the commit found the money gone: a concurrent transaction took it first.
+    Retryable: the unit of work, run again, sees the new balance (`payments.deferred_balances`)."""
+
+    code = "funds_taken_before_commit"
+
+
 class IdempotencyConflict(PaymentsError):
     """The same idempotency key was used with different content."""
 

@@ -53,10 +53,14 @@ def place_hold(
     legs: Sequence[Leg],
     expires_at: datetime | None = None,
     metadata: dict[str, Any] | None = None,
+    at_commit: bool = False,
 ) -> LedgerTransaction:
     """Reserve balanced legs as a pending transaction, counted against the debited accounts' availability.
 
     A hold with no legs is allowed (free work follows the same lease → accept path and moves nothing).
+    `at_commit`: lock and update the cached balances at the commit rather than now, for a hold on an account that
+    many concurrent transactions hold money on (`payments.deferred_balances`); the commit may then raise the
+    retryable FundsTakenBeforeCommit.
     """
     validate_header(idempotency_key=idempotency_key, kind=kind, reference=reference)
     legs = normalise_legs(legs)
@@ -72,6 +76,7 @@ def place_hold(
         legs=legs,
         metadata=metadata,
         expires_at=expires_at,
+        at_commit=at_commit,
     )
 
 

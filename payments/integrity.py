@@ -12,6 +12,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from payments.balances import entry_sums
+from payments.deferred_balances import apply_queued_balance_changes
 from payments.models import (
     Account,
     AccountBalance,
@@ -107,6 +108,7 @@ def _resolution_problems(session: Session) -> list[str]:
 
 def _balance_problems(session: Session, *, clearing_at_zero: bool) -> list[str]:
     problems: list[str] = []
+    apply_queued_balance_changes(session)  # compare what this transaction will commit
     # Plain rows, not ORM objects: the check reads every account and must stay cheap on a large ledger.
     accounts = session.execute(
         select(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from payments.accounts import AccountSpec, ensure_account, ensure_accounts, get_account, lock_balances
 from payments.balances import Balance, balance, balances
+from payments.errors import FundsTakenBeforeCommit
 from payments.holds import expire_holds, hold_legs, hold_resolution, place_hold, post_hold, void_hold
 from payments.integrity import check_integrity
 from payments.models import Account, LedgerEntry, LedgerTransaction
@@ -67,7 +68,10 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for a serialization failure or deadlock (PostgreSQL) or a busy database (SQLite)."""
+    """True for a serialization failure or deadlock (PostgreSQL), a busy database (SQLite), or funds a hold
+    reserved that a concurrent transaction took before the commit."""
+    if isinstance(exc, FundsTakenBeforeCommit):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     original = exc.orig
@@ -80,7 +84,8 @@ def is_retryable(exc: BaseException) -> bool:
 def with_retries(
     fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 0.02, max_delay: float = 0.5
 ) -> T:
-    """Run a whole unit of work, retrying it on serialization failures and deadlocks with jittered backoff.
+    """Run a whole unit of work, retrying it on serialization failures, deadlocks and funds taken before the
+    commit (`is_retryable`) with jittered backoff.
 
     `fn` must open its own session and commit it: after such a failure the database has already rolled the
     transaction back, so only the whole unit of work can be repeated, never the failed statement.
@@ -90,7 +95,7 @@ def with_retries(
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except DBAPIError as exc:
+        except (DBAPIError, FundsTakenBeforeCommit) as exc:
             if attempt == attempts or not is_retryable(exc):
                 raise
             # Full jitter: concurrent losers spread out instead of colliding again on the same schedule.

@@ -36,6 +36,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from payments.accounts import AccountKey, accounts_for, lock_balances, validate_account_code
 from payments.db import utcnow
+from payments.deferred_balances import BalanceChange, queue_balance_changes, queued_balance_changes
 from payments.errors import (
     HoldAlreadyResolved,
     IdempotencyConflict,
@@ -193,13 +194,6 @@ def validate_header(*, idempotency_key: str, kind: str, reference: str) -> None:
 # --- recording ----------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Change:
-    posted: int = 0
-    pending_out: int = 0
-    pending_in: int = 0
-
-
 def _signed(account: Account, direction: str, amount: int) -> int:
     return amount if direction == account.normal_balance else -amount
 
@@ -217,19 +211,28 @@ def record_transaction(
     resolves: LedgerTransaction | None = None,
     expires_at: datetime | None = None,
     locked: dict[int, AccountBalance] | None = None,
+    at_commit: bool = False,
 ) -> LedgerTransaction:
-    """Write one transaction (and release `resolves`'s pending entries), checking limits under row locks."""
+    """Write one transaction (and release `resolves`'s pending entries), checking limits under row locks.
+
+    `at_commit`: check the limits against the balances as last committed plus this transaction's queued changes,
+    and queue the cached balances' change for the commit (`payments.deferred_balances`) instead of locking them
+    now; only for a new transaction that releases nothing."""
     accounts = accounts_for(session, (leg.key for leg in legs))
     released = list(resolves.entries) if resolves is not None else []
     touched = {a.id for a in accounts.values()} | {e.account_id for e in released}
-    if locked is None:
+    if at_commit:
+        if resolves is not None or locked is not None:
+            raise ValueError("at_commit is for new transactions that release nothing and lock nothing")
+        locked = _committed_balances(session, touched)
+    elif locked is None:
         locked = lock_balances(session, touched)
     by_id = {a.id: a for a in accounts.values()}
     missing_ids = touched - by_id.keys()
     if missing_ids:
         by_id.update({a.id: a for a in session.scalars(select(Account).where(Account.id.in_(missing_ids)))})
 
-    changes: dict[int, _Change] = defaultdict(_Change)
+    changes: dict[int, BalanceChange] = defaultdict(BalanceChange)
     for entry in released:
         account = by_id[entry.account_id]
         change = changes[account.id]
@@ -310,9 +313,37 @@ def record_transaction(
                 for leg in legs
             ],
         )
-    _apply_changes(session, locked, changes)
+    if at_commit:
+        queue_balance_changes(
+            session,
+            {account_id: change for account_id, change in changes.items() if account_id in locked},
+            idempotency_key=idempotency_key,
+        )
+    else:
+        _apply_changes(session, locked, changes)
     session.flush()
     return transaction
+
+
+def _committed_balances(session: Session, account_ids: set[int]) -> dict[int, AccountBalance]:
+    """The cached balances of `account_ids` as this transaction sees them, unlocked, with the changes it has
+    queued for its commit added (transient copies: the session's own rows are not touched)."""
+    rows = session.scalars(
+        select(AccountBalance)
+        .where(AccountBalance.account_id.in_(sorted(account_ids)))
+        .execution_options(populate_existing=True)
+    )
+    queued = queued_balance_changes(session, account_ids)
+    result: dict[int, AccountBalance] = {}
+    for row in rows:
+        change = queued.get(row.account_id, BalanceChange())
+        result[row.account_id] = AccountBalance(
+            account_id=row.account_id,
+            posted_minor=row.posted_minor + change.posted,
+            pending_out_minor=row.pending_out_minor + change.pending_out,
+            pending_in_minor=row.pending_in_minor + change.pending_in,
+        )
+    return result
 
 
 _ADD_TO_BALANCE = (
@@ -326,7 +357,9 @@ _ADD_TO_BALANCE = (
 )
 
 
-def _apply_changes(session: Session, locked: dict[int, AccountBalance], changes: dict[int, _Change]) -> None:
+def _apply_changes(
+    session: Session, locked: dict[int, AccountBalance], changes: dict[int, BalanceChange]
+) -> None:
     """Add the changes to the locked cached balances: one statement for all of them (executemany, which the
     PostgreSQL driver pipelines), and the session's copies set to the new values without a flush of their own."""
     rows = [
@@ -432,6 +465,7 @@ def record_once(
     legs: list[Leg],
     metadata: dict[str, Any] | None,
     expires_at: datetime | None = None,
+    at_commit: bool = False,
 ) -> LedgerTransaction:
     """Record validated legs under `idempotency_key` once: the same content again returns the first transaction,
     other content under the same key is an IdempotencyConflict."""
@@ -450,4 +484,5 @@ def record_once(
         metadata=metadata,
         digest=digest,
         expires_at=expires_at,
+        at_commit=at_commit,
     )

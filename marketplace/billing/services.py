@@ -135,7 +135,9 @@ def hold_for_assignment(session: Session, *, assignment: Assignment) -> LedgerTr
     """Reserve price + fee on the project budget for a leased assignment; InsufficientFunds if it cannot pay.
 
     The hold already names who is paid (the annotator's payable and the platform's fees), so accepting the
-    label is a plain posting of it. It has no expiry of its own: the lease decides, and releases it.
+    label is a plain posting of it. It has no expiry of its own: the lease decides, and releases it. The budget is
+    checked now and its balance row changed (and locked) at the commit: the commit may raise the retryable
+    FundsTakenBeforeCommit if concurrent leases took the money first (`payments.deferred_balances`).
     """
     project = session.get(Project, assignment.project_id)
     if project is None:
@@ -173,6 +175,8 @@ def hold_for_assignment(session: Session, *, assignment: Assignment) -> LedgerTr
             "annotator_id": assignment.annotator_id,
             "task_id": assignment.task_id,
         },
+        # every lease of the project holds money on its budget: lock that row only for the commit
+        at_commit=True,
     )
     assignment.hold_transaction_id = hold.id
     return hold

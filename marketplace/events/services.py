@@ -6,9 +6,9 @@ and only if its change committed (an event queued in a savepoint that rolls back
 to (in stream order), bumps the stream's counter and inserts the events with their positions (`seq`) — on
 PostgreSQL both in one statement, so an event is written once and never updated. The lock is the last one the
 transaction takes and is held only until its commit, so it cannot join a deadlock cycle, and a stream's positions
-become visible in order: a reader at `seq = n` never misses a smaller position that commits later. Projects are
-already serialised by their budget's balance row on every lease and payment, so this adds no new contention
-there.
+become visible in order: a reader at `seq = n` never misses a smaller position that commits later. A project's
+leases and payments also lock its budget's balance row until their commit (a lease from its commit on:
+`payments.deferred_balances`), so this adds little contention there.
 """
 
 from __future__ import annotations

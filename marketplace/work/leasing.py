@@ -310,8 +310,8 @@ def _open_assignment(
                 },
             )
             _count_lease(session, project_id=project.id, annotator_id=annotator.id, gold=gold)
-            # Last: the hold locks the project's budget row, which every lease of the project needs; taking it
-            # late keeps the time it is held (until commit) short.
+            # Last: the hold checks the project's budget now but changes its balance row, which every lease of
+            # the project needs, only at the commit (payments.deferred_balances), so the row is locked briefly.
             hold_for_assignment(session, assignment=assignment)
     except IntegrityError:
         return None  # the same annotator took this item in a concurrent request

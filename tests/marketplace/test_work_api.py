@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from marketplace.accounts.models import Organisation, User
 from marketplace.billing.services import fund_project
@@ -174,3 +175,57 @@ def test_submit_and_next_says_why_there_is_no_next(client, world) -> None:
         "reason": "all_slots_leased",
         "message": NO_WORK_MESSAGES["all_slots_leased"],
     }
+
+
+@pytest.mark.postgres
+def test_a_lease_that_loses_the_last_funds_at_commit_is_run_again_and_says_so(client, world, engine) -> None:
+    """The hold checks the budget when the lease is opened but locks its row only at the commit. Money taken in
+    between (here: by another transaction, just before this one's commit) makes the commit refuse; the request runs
+    again and answers as it would have had it come second: no work, budget exhausted — and nothing half-written."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from marketplace.billing.services import LOCAL_FUNDING_ACCOUNT, budget_account_code
+    from marketplace.db import RequestSession
+    from payments import ledger
+
+    project = world["project"]
+    commits: list[int] = []  # per commit: the assignments its transaction sees
+
+    def take_the_money_first(session: Session) -> None:
+        if session.in_nested_transaction():
+            return
+        commits.append(int(session.scalar(text("SELECT count(*) FROM assignments")) or 0))
+        if len(commits) == 1:
+            with Session(
+                engine
+            ) as other:  # leaves €0.10 of €10.00: not enough for a label (€0.72 with the fee)
+                ledger.post_transaction(
+                    other,
+                    idempotency_key="refund",
+                    kind="refund",
+                    reference=f"project:{project.id}",
+                    legs=[
+                        ledger.debit(budget_account_code(project.id), Money(9_90, "EUR")),
+                        ledger.credit(LOCAL_FUNDING_ACCOUNT, Money(9_90, "EUR")),
+                    ],
+                )
+                other.commit()
+
+    event.listen(RequestSession, "before_commit", take_the_money_first, insert=True)
+    try:
+        response = client.post("/api/v1/work/next", headers=world["headers"])
+    finally:
+        event.remove(RequestSession, "before_commit", take_the_money_first)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["assignment"] is None
+    assert body["reason"] == "budget_exhausted"
+    assert commits[:2] == [1, 0]  # the first run had leased and placed its hold; the second found no money
+    with Session(engine) as check:
+        assert check.scalar(text("SELECT count(*) FROM assignments")) == 0
+        assert check.scalar(text("SELECT sum(labels_in_progress) FROM tasks")) == 0
+        assert check.scalar(text("SELECT count(*) FROM events WHERE type = 'assignment.leased'")) == 0
+        budget = ledger.balance(check, account_code=budget_account_code(project.id), currency="EUR")
+        assert (budget.posted.amount, budget.available.amount) == (10, 10)
+        assert ledger.check_integrity(check) == []

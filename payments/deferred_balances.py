@@ -1,0 +1,164 @@
+"""Cached-balance changes that wait for the commit, so that a busy account's row is locked only at the very end.
+
+Every lease of a project holds money on the project's budget: one balance row that all of them update. Updated
+where the hold is recorded, the row stays locked for the rest of the unit of work — the rest of the lease, its
+events, the answer, the commit — and the project's leases queue for it one at a time: measured in-process, ~4.5 ms
+per lease, so ~220 leases per second for one project however many cores serve it.
+
+A hold placed with `at_commit=True` checks the limit against the balance as last committed plus what its own
+transaction has already queued, writes its transaction and entries, and queues the change of the cached balances
+here. The outermost commit applies the queued changes in ascending account id, each with one conditional UPDATE
+that checks the limit again under the row lock it takes; the lock is then held for that statement and the COMMIT.
+
+If a concurrent transaction took the money in between, the UPDATE matches no row and the commit raises
+`FundsTakenBeforeCommit`, which `payments.ledger.is_retryable` recognises: the unit of work runs again and sees the
+new balance. A session always reads its own writes: whatever reads or locks cached balances (`balances_of`,
+`lock_balances`, the integrity check) applies this transaction's queued changes to those accounts first. Changes
+queued inside a savepoint that rolls back go with it, and a transaction's changes never leak into the next one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import text
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm.attributes import set_committed_value
+
+from payments.db import within
+from payments.errors import FundsTakenBeforeCommit
+from payments.models import AccountBalance
+
+_QUEUE = "payments.deferred_balance_changes"
+
+
+@dataclass(slots=True)
+class BalanceChange:
+    """How much a posting moves one cached balance, in minor units, signed."""
+
+    posted: int = 0
+    pending_out: int = 0
+    pending_in: int = 0
+
+    @property
+    def is_zero(self) -> bool:
+        return not (self.posted or self.pending_out or self.pending_in)
+
+    def add(self, other: BalanceChange) -> None:
+        self.posted += other.posted
+        self.pending_out += other.pending_out
+        self.pending_in += other.pending_in
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    account_id: int
+    change: BalanceChange
+    #: the (nested) transaction that queued it: it is applied by that transaction's commit, dropped by its rollback
+    transaction: SessionTransaction | None
+    #: the posting's idempotency key, for the error that names what could not be paid
+    idempotency_key: str
+
+
+#: One statement per account: add the change where the limit still holds, under the row lock it takes. Plain SQL
+#: that PostgreSQL and SQLite both speak (RETURNING needs SQLite 3.35).
+_ADD_IF_AVAILABLE = text(
+    "UPDATE ledger_balances SET posted_minor = posted_minor + :posted,"
+    " pending_out_minor = pending_out_minor + :pending_out, pending_in_minor = pending_in_minor + :pending_in"
+    " WHERE account_id = :account_id AND posted_minor + :posted - (pending_out_minor + :pending_out) >= 0"
+    " RETURNING posted_minor, pending_out_minor, pending_in_minor"
+)
+
+
+def queue_balance_changes(
+    session: Session, changes: Mapping[int, BalanceChange], *, idempotency_key: str
+) -> None:
+    """Queue changes of cached balances (by account id) for this transaction's commit."""
+    owner = session.get_nested_transaction() or session.get_transaction()
+    queue: list[_Queued] = session.info.setdefault(_QUEUE, [])
+    queue.extend(
+        _Queued(account_id, change, owner, idempotency_key)
+        for account_id, change in sorted(changes.items())
+        if not change.is_zero
+    )
+
+
+def _current(session: Session) -> list[_Queued]:
+    """This transaction's queued changes; anything left by an earlier transaction of the session is dropped."""
+    queue: list[_Queued] | None = session.info.get(_QUEUE)
+    if not queue:
+        return []
+    committing = session.get_transaction()
+    queue[:] = [q for q in queue if committing is not None and within(q.transaction, committing)]
+    return queue
+
+
+def queued_balance_changes(session: Session, account_ids: Iterable[int]) -> dict[int, BalanceChange]:
+    """What this transaction has queued for these accounts and not applied yet, summed per account."""
+    ids = set(account_ids)
+    totals: dict[int, BalanceChange] = defaultdict(BalanceChange)
+    for queued in _current(session):
+        if queued.account_id in ids:
+            totals[queued.account_id].add(queued.change)
+    return dict(totals)
+
+
+def apply_queued_balance_changes(session: Session, account_ids: Iterable[int] | None = None) -> None:
+    """Apply this transaction's queued changes (of `account_ids`, or all) in ascending account id; raise
+    FundsTakenBeforeCommit if one would take an account below zero."""
+    queue = _current(session)
+    if not queue:
+        return
+    wanted = None if account_ids is None else set(account_ids)
+    due = [q for q in queue if wanted is None or q.account_id in wanted]
+    if not due:
+        return
+    totals: dict[int, BalanceChange] = defaultdict(BalanceChange)
+    for queued in due:
+        totals[queued.account_id].add(queued.change)
+    for account_id, change in sorted(totals.items()):
+        if change.is_zero:
+            continue
+        row = session.execute(
+            _ADD_IF_AVAILABLE,
+            {
+                "account_id": account_id,
+                "posted": change.posted,
+                "pending_out": change.pending_out,
+                "pending_in": change.pending_in,
+            },
+        ).one_or_none()
+        if row is None:
+            keys = sorted({q.idempotency_key for q in due if q.account_id == account_id})
+            raise FundsTakenBeforeCommit(
+                f"account {account_id} no longer has the funds that {', '.join(keys)} reserved: "
+                "a concurrent transaction took them; run the unit of work again",
+                details={"account_id": account_id, "idempotency_keys": keys},
+            )
+        loaded = session.identity_map.get(session.identity_key(AccountBalance, (account_id,)))
+        if isinstance(
+            loaded, AccountBalance
+        ):  # keep a copy read earlier in this transaction in step with the row
+            set_committed_value(loaded, "posted_minor", row[0])
+            set_committed_value(loaded, "pending_out_minor", row[1])
+            set_committed_value(loaded, "pending_in_minor", row[2])
+    done = {id(q) for q in due}
+    queue[:] = [q for q in queue if id(q) not in done]
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _apply_at_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint is being released: the outermost commit applies everything once
+    apply_queued_balance_changes(session)
+    session.info.pop(_QUEUE, None)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    queue: list[_Queued] | None = session.info.get(_QUEUE)
+    if queue:
+        queue[:] = [q for q in queue if not within(q.transaction, previous_transaction)]

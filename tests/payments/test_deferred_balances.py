@@ -1,0 +1,140 @@
+"""Holds whose cached-balance change waits for the commit (`at_commit=True`): the limit is checked when the hold is
+placed and again, under the row lock, at the commit; the session reads its own writes; a savepoint's rollback
+drops them; a lost race is a retryable refusal and leaves the ledger whole."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from payments import ledger
+from payments.errors import FundsTakenBeforeCommit, InsufficientFunds
+from payments.ledger import credit, debit
+from payments.money import Money
+
+BUDGET, PAYABLE, FUNDING = "project:1:budget", "annotator:1:payable", "platform:funding_received"
+
+
+def eur(amount: int) -> Money:
+    return Money(amount, "EUR")
+
+
+@pytest.fixture
+def funded(db_session: Session) -> Session:
+    """A budget of €10.00, committed."""
+    ledger.ensure_account(db_session, code=BUDGET, currency="EUR", kind="liability", no_overdraft=True)
+    ledger.ensure_account(db_session, code=PAYABLE, currency="EUR", kind="liability", no_overdraft=True)
+    ledger.ensure_account(db_session, code=FUNDING, currency="EUR", kind="asset")
+    ledger.post_transaction(
+        db_session,
+        idempotency_key="fund",
+        kind="funding",
+        reference="project:1",
+        legs=[debit(FUNDING, eur(1000)), credit(BUDGET, eur(1000))],
+    )
+    db_session.commit()
+    return db_session
+
+
+def hold(session: Session, key: str, amount: int) -> ledger.LedgerTransaction:
+    return ledger.place_hold(
+        session,
+        idempotency_key=key,
+        kind="label_payment",
+        reference=key,
+        legs=[debit(BUDGET, eur(amount)), credit(PAYABLE, eur(amount))],
+        at_commit=True,
+    )
+
+
+def cached_row(session: Session, code: str) -> tuple[int, int]:
+    """(posted, pending_out) of the balance row as stored, without applying anything queued."""
+    row = session.execute(
+        text(
+            "SELECT b.posted_minor, b.pending_out_minor FROM ledger_balances b"
+            " JOIN ledger_accounts a ON a.id = b.account_id WHERE a.code = :code"
+        ),
+        {"code": code},
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def available(session: Session, code: str = BUDGET) -> int:
+    return ledger.balance(session, account_code=code, currency="EUR").available.amount
+
+
+def test_the_balance_row_changes_at_commit_and_the_session_reads_its_own_writes(funded: Session) -> None:
+    hold(funded, "lease-1", 300)
+    assert cached_row(funded, BUDGET) == (1000, 0)  # the row is not touched (nor locked) yet
+    assert available(funded) == 700  # a read of the balance applies the queued change first
+    assert cached_row(funded, BUDGET) == (1000, 300)
+    hold(funded, "lease-2", 200)
+    funded.commit()
+    assert cached_row(funded, BUDGET) == (1000, 500)
+    assert ledger.check_integrity(funded) == []
+
+
+def test_the_limit_counts_what_the_transaction_already_queued(funded: Session) -> None:
+    hold(funded, "lease-1", 600)
+    with pytest.raises(InsufficientFunds, match=r"€4\.00 available"):
+        hold(funded, "lease-2", 600)
+    # a posting that locks the row in the same transaction sees the queued hold too
+    with pytest.raises(InsufficientFunds):
+        ledger.post_transaction(
+            funded,
+            idempotency_key="spend",
+            kind="label_payment",
+            reference="spend",
+            legs=[debit(BUDGET, eur(500)), credit(PAYABLE, eur(500))],
+        )
+    funded.commit()
+    assert available(funded) == 400
+    assert ledger.check_integrity(funded) == []
+
+
+def test_a_savepoint_that_rolls_back_takes_its_queued_change_with_it(funded: Session) -> None:
+    kept = hold(funded, "lease-kept", 100)
+    savepoint = funded.begin_nested()
+    hold(funded, "lease-undone", 250)
+    savepoint.rollback()
+    funded.commit()
+    assert cached_row(funded, BUDGET) == (1000, 100)
+    assert ledger.find_transaction(funded, idempotency_key="lease-undone") is None
+    assert ledger.find_transaction(funded, idempotency_key="lease-kept").id == kept.id
+    assert ledger.check_integrity(funded) == []
+
+
+def test_a_transaction_that_rolls_back_leaves_nothing_for_the_next(funded: Session) -> None:
+    hold(funded, "lease-1", 900)
+    funded.rollback()
+    hold(funded, "lease-2", 900)  # the rolled-back 900 no longer counts against the limit
+    funded.commit()
+    assert cached_row(funded, BUDGET) == (1000, 900)
+    assert ledger.check_integrity(funded) == []
+
+
+@pytest.mark.postgres
+def test_a_race_for_the_last_funds_is_lost_at_commit_and_retried(funded: Session, engine: Engine) -> None:
+    """Two transactions each see €10.00 available and hold €6.00; neither locks the row until its commit. The
+    second to commit finds the money gone: FundsTakenBeforeCommit, retryable, and nothing of it is kept."""
+    first = Session(engine)
+    second = Session(engine)
+    try:
+        hold(first, "lease-a", 600)
+        hold(second, "lease-b", 600)  # not blocked: the first holds no lock on the row yet
+        first.commit()
+        with pytest.raises(FundsTakenBeforeCommit) as refused:
+            second.commit()
+        assert ledger.is_retryable(refused.value)
+        second.rollback()
+        with pytest.raises(InsufficientFunds):  # run again, the unit of work sees the new balance
+            hold(second, "lease-b", 600)
+        second.rollback()
+    finally:
+        first.close()
+        second.close()
+    funded.expire_all()
+    assert cached_row(funded, BUDGET) == (1000, 600)
+    assert ledger.find_transaction(funded, idempotency_key="lease-b") is None
+    assert ledger.check_integrity(funded) == []
