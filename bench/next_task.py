@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
 from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
@@ -284,6 +285,34 @@ def run_clients(tokens: list[str], seconds: float, loop: Any) -> dict[str, float
     }
 
 
+@contextmanager
+def lock_waits(url: str, interval: float = 0.02) -> Iterator[dict[str, float]]:
+    """Sample the database's sessions while the block runs; on exit, `average` is how many of them were waiting
+    for a lock (a row another transaction holds) at an average instant."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    result: dict[str, float] = {}
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not done.wait(interval):
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+                samples.append(int(row[0]) if row else 0)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        result["average"] = statistics.fmean(samples) if samples else 0.0
+
+
 def measure_throughput(
     port: int,
     tokens: list[str],
@@ -401,10 +430,11 @@ def main() -> None:
                     + (", submit and next" if chained else "")
                 )
                 settle(app)
-                with gunicorn(env, workers) as port:
+                with gunicorn(env, workers) as port, lock_waits(url) as waits:
                     result = measure_throughput(
                         port, data["tokens"][6:], data["projects"]["1M"], args.seconds, chained=chained
                     )
+                result["lock_waits"] = waits["average"]
                 throughputs.append((workers, chained, result))
             if args.floor:
                 with gunicorn(env, workers) as port:
@@ -429,7 +459,8 @@ def main() -> None:
             how = "labels/s with submit-and-next" if chained else "next+submit pairs/s"
             print(
                 f"gunicorn -w {workers}, {args.clients} clients: {throughput['pairs_per_s']:.0f} {how} "
-                f"({throughput['pairs']:,} in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed)"
+                f"({throughput['pairs']:,} in {throughput['seconds']:.1f} s, {throughput['errors']} without work or failed; "
+                f"{throughput['lock_waits']:.2f} requests waiting for a row lock at an average instant)"
             )
         for workers, path, floor in floors:
             print(
