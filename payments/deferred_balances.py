@@ -14,7 +14,8 @@ If a concurrent transaction took the money in between, the UPDATE matches no row
 `FundsTakenBeforeCommit`, which `payments.ledger.is_retryable` recognises: the unit of work runs again and sees the
 new balance. A session always reads its own writes: whatever reads or locks cached balances (`balances_of`,
 `lock_balances`, the integrity check) applies this transaction's queued changes to those accounts first. Changes
-queued inside a savepoint that rolls back go with it, and a transaction's changes never leak into the next one.
+queued inside a savepoint that rolls back go with it; changes queued before a savepoint and applied inside it
+(by a read) are queued again when it rolls back; a transaction's changes never leak into the next one.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class BalanceChange:
         self.pending_in += other.pending_in
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Queued:
     account_id: int
     change: BalanceChange
@@ -61,6 +62,8 @@ class _Queued:
     transaction: SessionTransaction | None
     #: the posting's idempotency key, for the error that names what could not be paid
     idempotency_key: str
+    #: the (nested) transaction that applied it ahead of the commit; a rollback of that one queues it again
+    applied_in: SessionTransaction | None = None
 
 
 #: One statement per account: add the change where the limit still holds, under the row lock it takes. Plain SQL
@@ -101,7 +104,7 @@ def queued_balance_changes(session: Session, account_ids: Iterable[int]) -> dict
     ids = set(account_ids)
     totals: dict[int, BalanceChange] = defaultdict(BalanceChange)
     for queued in _current(session):
-        if queued.account_id in ids:
+        if queued.account_id in ids and queued.applied_in is None:
             totals[queued.account_id].add(queued.change)
     return dict(totals)
 
@@ -113,7 +116,7 @@ def apply_queued_balance_changes(session: Session, account_ids: Iterable[int] | 
     if not queue:
         return
     wanted = None if account_ids is None else set(account_ids)
-    due = [q for q in queue if wanted is None or q.account_id in wanted]
+    due = [q for q in queue if q.applied_in is None and (wanted is None or q.account_id in wanted)]
     if not due:
         return
     totals: dict[int, BalanceChange] = defaultdict(BalanceChange)
@@ -145,8 +148,9 @@ def apply_queued_balance_changes(session: Session, account_ids: Iterable[int] | 
             set_committed_value(loaded, "posted_minor", row[0])
             set_committed_value(loaded, "pending_out_minor", row[1])
             set_committed_value(loaded, "pending_in_minor", row[2])
-    done = {id(q) for q in due}
-    queue[:] = [q for q in queue if id(q) not in done]
+    applying = session.get_nested_transaction() or session.get_transaction()
+    for queued in due:
+        queued.applied_in = applying
 
 
 @sa_event.listens_for(Session, "before_commit")
@@ -160,5 +164,10 @@ def _apply_at_commit(session: Session) -> None:
 @sa_event.listens_for(Session, "after_soft_rollback")
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
     queue: list[_Queued] | None = session.info.get(_QUEUE)
-    if queue:
-        queue[:] = [q for q in queue if not within(q.transaction, previous_transaction)]
+    if not queue:
+        return
+    queue[:] = [q for q in queue if not within(q.transaction, previous_transaction)]
+    # applied inside the savepoint that rolled back: its UPDATE is undone, the change itself is still due
+    for queued in queue:
+        if queued.applied_in is not None and within(queued.applied_in, previous_transaction):
+            queued.applied_in = None

@@ -105,6 +105,20 @@ def test_a_savepoint_that_rolls_back_takes_its_queued_change_with_it(funded: Ses
     assert ledger.check_integrity(funded) == []
 
 
+def test_a_change_applied_by_a_read_inside_a_savepoint_that_rolls_back_is_applied_again(
+    funded: Session,
+) -> None:
+    hold(funded, "lease-before", 300)  # queued by the outer transaction
+    savepoint = funded.begin_nested()
+    assert available(funded) == 700  # the read applies the queued change, inside the savepoint
+    savepoint.rollback()  # which undoes that UPDATE, but not the hold
+    assert cached_row(funded, BUDGET) == (1000, 0)
+    assert available(funded) == 700
+    funded.commit()
+    assert cached_row(funded, BUDGET) == (1000, 300)
+    assert ledger.check_integrity(funded) == []
+
+
 def test_a_transaction_that_rolls_back_leaves_nothing_for_the_next(funded: Session) -> None:
     hold(funded, "lease-1", 900)
     funded.rollback()
