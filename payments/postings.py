@@ -17,6 +17,11 @@ How a write stays correct under concurrency:
    that won the race), it is returned when its content hash matches and refused as a conflict otherwise; if a
    hold's single resolution exists, HoldAlreadyResolved.
 5. Insert the entries, update the cached balances, flush. Never commit: the edge does.
+
+A hold placed `at_commit` (a lease's, on its project's busy budget) locks nothing in step 2: it checks against the
+balances as last committed plus what its transaction already queued, and step 5 queues the balances' change for
+the commit, which applies it under the row locks, in the same order, checking the limits again
+(`payments.deferred_balances`).
 """
 
 from __future__ import annotations
