@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import Organisation, User
-from marketplace.billing.services import fund_project
-from marketplace.db import utcnow
+from marketplace.billing.services import LOCAL_FUNDING_ACCOUNT, budget_account_code, fund_project
+from marketplace.db import RequestSession, utcnow
 from marketplace.projects.imports import import_tasks
 from marketplace.work.leasing import NO_WORK_MESSAGES
+from payments import ledger
 from payments.money import Money
 from tests import factories as f
 
@@ -182,13 +184,6 @@ def test_a_lease_that_loses_the_last_funds_at_commit_is_run_again_and_says_so(cl
     """The hold checks the budget when the lease is opened but locks its row only at the commit. Money taken in
     between (here: by another transaction, just before this one's commit) makes the commit refuse; the request runs
     again and answers as it would have had it come second: no work, budget exhausted — and nothing half-written."""
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
-
-    from marketplace.billing.services import LOCAL_FUNDING_ACCOUNT, budget_account_code
-    from marketplace.db import RequestSession
-    from payments import ledger
-
     project = world["project"]
     commits: list[int] = []  # per commit: the assignments its transaction sees
 
