@@ -1,13 +1,14 @@
 """How long each lease keeps its project's budget row locked: the per-project ceiling on leases per second.
 
-    .venv/bin/python bench/budget_lock.py [--pg URL] [--labels 1500]
+    .venv/bin/python bench/budget_lock.py [--pg URL] [--labels 1500] [--policy manual|consensus]
 
 Every lease holds money on its project's budget, one ledger balance row; PostgreSQL keeps a row locked from the
 statement that locks or updates it to the commit, so one project's leases pass that point one at a time whatever
 the number of cores. This builds its own database (as bench/next_task.py does), labels a 20,000-item project with
 "submit and next" in-process, and prints the time from the first statement that locks the budget's balance row to
 the end of the commit (p50 / p90 / p99), the ceiling it implies (1 / p50), and the statements inside that window
-for a typical lease. A diagnostic, not a test.
+for a typical lease. With `--policy consensus` the project decides each item when its third label arrives (three
+annotators, the same answer): a third of the submits then also pay three labels. A diagnostic, not a test.
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--labels", type=int, default=1500)
+    parser.add_argument("--policy", choices=["manual", "consensus"], default="manual")
     args = parser.parse_args()
     with next_task.bench_app(args.pg, args.redis) as (app, _, _):
-        data = next_task.seed(app, sizes={"items": 20_000}, annotator_count=3)
+        data = next_task.seed(app, sizes={"items": 20_000}, annotator_count=3, review_policy=args.policy)
         warmup = min(300, args.labels)
         next_task.say(f"{warmup} warm-up labels, then {args.labels} measured")
         measure(app, data["tokens"], data["projects"]["items"], warmup)

@@ -106,7 +106,9 @@ def bench_app(server_url: str, redis_url: str) -> Iterator[tuple[Any, str, str]]
         drop_database(server_url, name)
 
 
-def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, Any]:
+def seed(
+    app: Any, *, sizes: dict[str, int], annotator_count: int, review_policy: str = "manual"
+) -> dict[str, Any]:
     """Projects of the given sizes (items inserted with one INSERT ... SELECT each) and annotators with tokens."""
     out: dict[str, Any] = {"projects": {}, "tokens": []}
     with unit_of_work(app) as session:
@@ -126,7 +128,7 @@ def seed(app: Any, *, sizes: dict[str, int], annotator_count: int) -> dict[str, 
                     "pay_per_label_minor": 100,
                     "currency": "EUR",
                     "labels_per_item": 3,
-                    "review_policy": "manual",
+                    "review_policy": review_policy,
                     "deadline": utcnow() + timedelta(days=30),
                     "status": "active",
                 },

@@ -10,12 +10,17 @@ transaction has already queued, writes its transaction and entries, and queues t
 here. The outermost commit applies the queued changes in ascending account id, each with one conditional UPDATE
 that checks the limit again under the row lock it takes; the lock is then held for that statement and the COMMIT.
 
+Every hold's resolution (posted, voided, expired) goes the same way (`payments.holds`): it never lowers what an
+account has available, so it reads nothing before the commit, and a decision, a review or a sweep over many leases
+no longer keeps its project's budget locked from the first resolution to its commit.
+
 If a concurrent transaction took the money in between, the UPDATE matches no row and the commit raises
 `FundsTakenBeforeCommit`, which `payments.ledger.is_retryable` recognises: the unit of work runs again and sees the
-new balance. A session always reads its own writes: whatever reads or locks cached balances (`balances_of`,
-`lock_balances`, the integrity check) applies this transaction's queued changes to those accounts first. Changes
-queued inside a savepoint that rolls back go with it; changes queued before a savepoint and applied inside it
-(by a read) are queued again when it rolls back; a transaction's changes never leak into the next one.
+new balance. A session always reads its own writes: `balances_of` adds this transaction's queued changes to what
+it reads, without a lock; whatever locks cached balances (`lock_balances`, the integrity check) applies them to
+those accounts first. Changes queued inside a savepoint that rolls back go with it; changes queued before a
+savepoint and applied inside it (by a lock) are queued again when it rolls back; a transaction's changes never
+leak into the next one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,13 @@ A hold reserves money: its entries count against the available balance of the ac
 credit-normal accounts) but not in their posted balance. Its resolution is a new transaction whose
 `resolves_hold_id` is unique in the database, so a hold cannot be resolved twice even by two processes racing.
 Each resolver first locks the hold's row (`FOR UPDATE`), then looks for an existing resolution with a fresh
-statement, then locks the balances: holds before balances, always, so resolvers never deadlock each other.
+statement. The balances change at the commit (`payments.deferred_balances`), in ascending account id: holds
+before balances, always, so resolvers never deadlock each other.
+
+A resolution never lowers what an account has available: posting a hold moves its reserved amounts (or less) from
+pending to posted, voiding or expiring it frees them. So it needs no lock on the balances before the commit: the
+check there always passes, and the busiest row of all, a project's budget that every lease and every decision
+touches, is locked only for the commit's few statements, however long the rest of the unit of work takes.
 
 Idempotency keys beginning with `hold:` are reserved for resolutions (`hold:{id}:post`, `hold:{id}:void`,
 `hold:{id}:expire`).
@@ -20,10 +26,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from payments.accounts import lock_balances
 from payments.balances import unresolved_hold_filter
 from payments.errors import HoldAlreadyResolved, HoldNotFound, InvalidAmount
-from payments.models import Account, AccountBalance, LedgerTransaction, TransactionStatus
+from payments.models import Account, LedgerTransaction, TransactionStatus
 from payments.postings import (
     Leg,
     check_balanced,
@@ -180,6 +185,7 @@ def post_hold(
         metadata=metadata,
         digest=digest,
         resolves=hold,
+        at_commit=True,
     )
 
 
@@ -188,7 +194,6 @@ def _release(
     hold: LedgerTransaction,
     status: TransactionStatus,
     metadata: dict[str, Any],
-    locked: dict[int, AccountBalance] | None = None,
 ) -> LedgerTransaction:
     verb = "void" if status == TransactionStatus.VOIDED else "expire"
     # The reason is commentary, not content: a retried void with other words is still the same void.
@@ -210,7 +215,7 @@ def _release(
         metadata=metadata,
         digest=digest,
         resolves=hold,
-        locked=locked,
+        at_commit=True,
     )
 
 
@@ -253,9 +258,6 @@ def expire_holds(session: Session, *, now: datetime, limit: int = 500) -> int:
         )
     )
     holds = [h for h in candidates if h.id not in resolved]
-    # Lock every balance these holds touch at once, in id order, rather than hold by hold (which would take
-    # the locks out of order across holds and could deadlock with a concurrent posting).
-    locked = lock_balances(session, (e.account_id for h in holds for e in h.entries))
     for hold in holds:
-        _release(session, hold, TransactionStatus.EXPIRED, {"expired_at": now.isoformat()}, locked)
+        _release(session, hold, TransactionStatus.EXPIRED, {"expired_at": now.isoformat()})
     return len(holds)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from payments.accounts import AccountSpec, ensure_account, ensure_accounts, get_account, lock_balances
+from payments.accounts import AccountSpec, ensure_account, ensure_accounts, get_account
 from payments.balances import Balance, balance, balances
 from payments.errors import FundsTakenBeforeCommit
 from payments.holds import expire_holds, hold_legs, hold_resolution, place_hold, post_hold, void_hold
@@ -43,7 +42,6 @@ __all__ = [
     "hold_legs",
     "hold_resolution",
     "is_retryable",
-    "lock_accounts",
     "place_hold",
     "post_hold",
     "post_transaction",
@@ -52,15 +50,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def lock_accounts(session: Session, *, accounts: Iterable[Account]) -> None:
-    """Lock several accounts' balances up front, in the order every posting takes them (ascending id).
-
-    For a unit of work that will post several transactions over overlapping accounts (deciding an item's labels
-    pays several annotators): taking all its locks first, in the global order, leaves no room for a deadlock.
-    """
-    lock_balances(session, [account.id for account in accounts])
 
 
 #: serialization_failure and deadlock_detected: the database rolled the transaction back and asks for a retry

@@ -18,10 +18,10 @@ How a write stays correct under concurrency:
    hold's single resolution exists, HoldAlreadyResolved.
 5. Insert the entries, update the cached balances, flush. Never commit: the edge does.
 
-A hold placed `at_commit` (a lease's, on its project's busy budget) locks nothing in step 2: it checks against the
-balances as last committed plus what its transaction already queued, and step 5 queues the balances' change for
-the commit, which applies it under the row locks, in the same order, checking the limits again
-(`payments.deferred_balances`).
+A posting `at_commit` locks nothing in step 2: it checks against the balances as last committed plus what its
+transaction already queued, and step 5 queues the balances' change for the commit, which applies it under the row
+locks, in the same order, checking the limits again (`payments.deferred_balances`). A lease's hold on its
+project's busy budget goes this way, and so does every hold's resolution (`payments.holds`).
 """
 
 from __future__ import annotations
@@ -215,23 +215,16 @@ def record_transaction(
     digest: str,
     resolves: LedgerTransaction | None = None,
     expires_at: datetime | None = None,
-    locked: dict[int, AccountBalance] | None = None,
     at_commit: bool = False,
 ) -> LedgerTransaction:
     """Write one transaction (and release `resolves`'s pending entries), checking limits under row locks.
 
     `at_commit`: check the limits against the balances as last committed plus this transaction's queued changes,
     and queue the cached balances' change for the commit (`payments.deferred_balances`) instead of locking them
-    now; only for a new transaction that releases nothing."""
+    now."""
     accounts = accounts_for(session, (leg.key for leg in legs))
     released = list(resolves.entries) if resolves is not None else []
     touched = {a.id for a in accounts.values()} | {e.account_id for e in released}
-    if at_commit:
-        if resolves is not None or locked is not None:
-            raise ValueError("at_commit is for new transactions that release nothing and lock nothing")
-        locked = _committed_balances(session, touched)
-    elif locked is None:
-        locked = lock_balances(session, touched)
     by_id = {a.id: a for a in accounts.values()}
     missing_ids = touched - by_id.keys()
     if missing_ids:
@@ -254,6 +247,16 @@ def record_transaction(
             change.pending_in += leg.amount.amount
         else:
             change.pending_out += leg.amount.amount
+
+    if at_commit:
+        # Only a change that lowers what an account has available can break its limit: read those balances.
+        # (A hold's resolution lowers none, and reads nothing.)
+        locked = _committed_balances(
+            session,
+            {i for i, c in changes.items() if by_id[i].no_overdraft and c.posted - c.pending_out < 0},
+        )
+    else:
+        locked = lock_balances(session, touched)
 
     for account_id, change in sorted(changes.items()):
         cached = locked.get(account_id)
@@ -321,7 +324,8 @@ def record_transaction(
     if at_commit:
         queue_balance_changes(
             session,
-            {account_id: change for account_id, change in changes.items() if account_id in locked},
+            # a no-overdraft account is one with a cached balance row (`ensure_accounts`; `check_integrity`)
+            {account_id: change for account_id, change in changes.items() if by_id[account_id].no_overdraft},
             idempotency_key=idempotency_key,
         )
     else:
@@ -333,6 +337,8 @@ def record_transaction(
 def _committed_balances(session: Session, account_ids: set[int]) -> dict[int, AccountBalance]:
     """The cached balances of `account_ids` as this transaction sees them, unlocked, with the changes it has
     queued for its commit added (transient copies: the session's own rows are not touched)."""
+    if not account_ids:
+        return {}
     rows = session.scalars(
         select(AccountBalance)
         .where(AccountBalance.account_id.in_(sorted(account_ids)))

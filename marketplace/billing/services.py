@@ -120,14 +120,6 @@ def recorded_funding(session: Session, *, project: Project, idempotency_key: str
     return ledger.find_transaction(session, idempotency_key=f"project:{project.id}:funding:{idempotency_key}")
 
 
-def lock_accounts_for_decision(session: Session, *, project: Project, annotator_ids: Iterable[int]) -> None:
-    """Lock the project's budget and these annotators' payables, in the ledger's order, before deciding several
-    labels in one transaction (concurrent decisions over overlapping annotators then cannot deadlock)."""
-    specs = [_budget_spec(project.id, project.currency)]
-    specs += [_payable_spec(a, project.currency) for a in sorted(set(annotator_ids))]
-    ledger.lock_accounts(session, accounts=ledger.ensure_accounts(session, specs).values())
-
-
 # --- holds and payments for labels --------------------------------------------------------------------------
 
 

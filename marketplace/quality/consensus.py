@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from marketplace.billing.services import affordable_slots, lock_accounts_for_decision
+from marketplace.billing.services import affordable_slots
 from marketplace.projects.label_schema import values_agree
 from marketplace.projects.models import Project, TaskStatus
 from marketplace.quality.accuracy import CONSENSUS_WEIGHT
@@ -113,11 +113,8 @@ def _decide(
     now: datetime,
 ) -> None:
     task = lock_task(session, task_id)
-    # Several annotators are paid at once: take their ledger locks first, in the global order, and touch their
-    # rows in annotator order, so that two decisions over overlapping annotators cannot deadlock.
-    lock_accounts_for_decision(
-        session, project=project, annotator_ids=[label.annotator_id for label in pending]
-    )
+    # Several annotators are paid at once: touch their rows in annotator order, so that two decisions over
+    # overlapping annotators cannot deadlock. Their ledger balances change at the commit, in the ledger's order.
     pending = sorted(pending, key=lambda label: (label.annotator_id, label.id))
     completed_now = task.status == TaskStatus.OPEN
     if completed_now:
