@@ -7,13 +7,12 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_annotator
-from marketplace.api import Api, StrictInteger, money_dict
+from marketplace.api import MAX_ID, Api, Blueprint, StrictInteger, money_dict
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput
 from marketplace.projects.models import Project, Task
@@ -27,7 +26,7 @@ blp = Blueprint(
 
 
 class NextRequest(ma.Schema):
-    project_id = StrictInteger(validate=validate.Range(min=1))
+    project_id = StrictInteger(validate=validate.Range(1, MAX_ID))
 
 
 class SubmitRequest(ma.Schema):
@@ -45,7 +44,7 @@ class SubmitRequest(ma.Schema):
 
 class AssignmentQuery(ma.Schema):
     state = fields.String(validate=validate.OneOf(["leased", "submitted", "released", "expired"]))
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 

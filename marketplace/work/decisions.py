@@ -17,7 +17,7 @@ from marketplace.billing.services import pay_for_label, release_assignment_hold
 from marketplace.errors import Conflict
 from marketplace.projects.label_schema import validate_value
 from marketplace.projects.models import Project, Task, TaskStatus
-from marketplace.work.leases import assignment_for, free_slot
+from marketplace.work.leases import assignment_for, free_slot, lock_annotator
 from marketplace.work.models import Assignment, AssignmentState, Label, ReviewState
 
 
@@ -31,6 +31,7 @@ def submit_label(
     now: datetime,
 ) -> tuple[Label, bool]:
     """Record the label of a live lease; a retry with the same key returns the first label. (label, created)."""
+    lock_annotator(session, annotator)  # first: what the submit writes next follows the profile (see there)
     assignment = assignment_for(session, annotator=annotator, assignment_id=assignment_id)
     if assignment.state == AssignmentState.SUBMITTED:
         label = session.scalars(select(Label).where(Label.assignment_id == assignment.id)).one()

@@ -32,6 +32,36 @@ def _assignment_query(*, lock: bool) -> Select[tuple[Assignment, Project]]:
 
 _ASSIGNMENT = {lock: _assignment_query(lock=lock) for lock in (False, True)}
 
+#: FOR NO KEY UPDATE: rows that merely reference the profile (a new assignment, a label) are not held up by it
+_LOCK_ANNOTATOR = (
+    select(AnnotatorProfile.status, AnnotatorProfile.capacity)
+    .where(AnnotatorProfile.id == bindparam("annotator_id"))
+    .with_for_update(key_share=True)
+)
+_LOCKED_ANNOTATORS = "marketplace.work.locked_annotators"
+
+
+def lock_annotator(session: Session, annotator: AnnotatorProfile) -> tuple[str, int]:
+    """Take the annotator's profile row for the rest of the transaction; their (status, capacity) as locked.
+
+    An annotator's own leases and submits pass here first, one at a time: two requests of theirs at once would
+    otherwise each count live leases without the other's and lease past their capacity, and a submit that wrote
+    the profile after other rows could deadlock with a lease that took them in the other order. Taken once per
+    transaction. SQLite runs one writing transaction at a time already (`BEGIN IMMEDIATE`), and locks nothing.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return annotator.status, annotator.capacity
+    transaction = session.get_transaction()
+    held: tuple[object, set[int]] | None = session.info.get(_LOCKED_ANNOTATORS)
+    if held is None or held[0] is not transaction:
+        held = (transaction, set())
+        session.info[_LOCKED_ANNOTATORS] = held
+    if annotator.id in held[1]:
+        return annotator.status, annotator.capacity
+    status, capacity = session.execute(_LOCK_ANNOTATOR, {"annotator_id": annotator.id}).one()
+    held[1].add(annotator.id)
+    return str(status), int(capacity)
+
 
 def assignment_for(
     session: Session, *, annotator: AnnotatorProfile, assignment_id: int, lock: bool = True

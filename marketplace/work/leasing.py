@@ -29,6 +29,7 @@ from marketplace.billing.services import hold_for_assignment
 from marketplace.events.services import record_event
 from marketplace.planning.models import Offer
 from marketplace.projects.models import Project, ProjectStatus, Task, TaskStatus
+from marketplace.work.leases import lock_annotator
 from marketplace.work.models import Assignment, AssignmentState, ProjectWorker
 from payments.errors import InsufficientFunds
 from payments.money import Money, fee_for
@@ -359,10 +360,11 @@ def lease_next_assignment(
     """
     if annotator.last_seen_at is None or now - annotator.last_seen_at > SEEN_TOUCH_INTERVAL:
         annotator.last_seen_at = now
-    if annotator.status != AnnotatorStatus.ACTIVE:
+    status, capacity = lock_annotator(session, annotator)
+    if status != AnnotatorStatus.ACTIVE:
         return LeaseOutcome(None, "account_paused")
     standing = _standing(session, annotator=annotator, now=now, project_id=project_id)
-    if standing.live_leases >= annotator.capacity:
+    if standing.live_leases >= capacity:
         return LeaseOutcome(None, "at_capacity")
     projects = {p.id: p for p in standing.projects}
     if not projects:

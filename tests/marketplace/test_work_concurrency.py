@@ -16,6 +16,7 @@ from marketplace.projects.imports import import_tasks
 from marketplace.projects.models import Task
 from marketplace.work.models import Assignment, Label
 from payments import ledger
+from payments.db import utcnow
 from payments.money import Money
 from tests import factories as f
 
@@ -117,3 +118,46 @@ def test_64_annotators_never_double_lease(app_config, make_app, db_session) -> N
     )
     assert unresolved == 0
     assert ledger.check_integrity(db_session) == []
+
+
+@pytest.mark.postgres
+def test_one_annotator_asking_many_times_at_once_gets_no_more_leases_than_their_capacity(
+    app_config, make_app, db_session
+) -> None:
+    """Each request counts the annotator's live leases before it leases: without a lock, requests that run at
+    once each count the others' leases as not there yet."""
+    requests = 12
+    app = make_app({**app_config, "DATABASE_POOL_SIZE": requests, "DATABASE_MAX_OVERFLOW": 4})
+    org = f.organisation(db_session)
+    project = f.project(db_session, org, creator=f.member(db_session, org, "manager"), labels_per_item=1)
+    rows = [(i, {"external_id": f"cap-{i}", "payload": {"i": i}}) for i in range(50)]
+    import_tasks(db_session, project=project, rows=rows)
+    fund_project(db_session, project=project, amount=Money(10**6, "EUR"), idempotency_key="fund-cap")
+    worker = f.annotator(db_session, capacity=2)
+    worker.last_seen_at = utcnow()  # seen just now: no request of theirs writes the profile on the way
+    secret = f.token(db_session, db_session.get(User, worker.user_id))
+    db_session.commit()
+    # used just now: no request writes the token's row on the way either
+    assert app.test_client().get("/api/v1/me", headers=f.auth(secret)).status_code == 200
+    start = threading.Barrier(requests)
+    answers: list[dict] = []
+
+    def ask() -> None:
+        client = app.test_client()
+        start.wait()
+        response = client.post("/api/v1/work/next", headers=f.auth(secret))
+        answers.append(response.get_json())
+
+    threads = [threading.Thread(target=ask) for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    leased = [a["assignment"] for a in answers if a["assignment"] is not None]
+    assert len(answers) == requests
+    assert len(leased) == 2
+    assert {a["reason"] for a in answers if a["assignment"] is None} == {"at_capacity"}
+    live = db_session.scalar(
+        select(func.count()).select_from(Assignment).where(Assignment.annotator_id == worker.id)
+    )
+    assert live == 2
