@@ -1,20 +1,118 @@
-"""The flask-smorest `Api` (OpenAPI at /api/v1/openapi.json) and fields shared by every schema."""
+"""The flask-smorest `Api` (OpenAPI at /api/v1/openapi.json), its `Blueprint`, and fields shared by every schema.
+
+Every value a client sends is bounded here before it reaches the database or the standard library: ids fit the
+database's integer column (`MAX_ID`, also for ids in paths: `IdConverter`), amounts and prices have a ceiling,
+moments lie between 1970 and 9000, and JSON bodies are parsed by `marketplace.client_json`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
+import flask
 import marshmallow as ma
 from flask import Flask
 from flask_smorest import Api as SmorestApi
+from flask_smorest import Blueprint as SmorestBlueprint
 from marshmallow import fields, validate
+from webargs import core
+from webargs.flaskparser import FlaskParser, abort, is_json_request
+from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.routing import IntegerConverter, Map
+
+from marketplace.client_json import loads_client_json
+
+#: ids are PostgreSQL `integer` columns
+MAX_ID = 2**31 - 1
+#: positions in the event stream are `bigint`
+MAX_POSITION = 2**63 - 1
+#: what one label may pay, or an annotator ask for one: 10,000,000.00 in a two-decimal currency
+MAX_PRICE_MINOR = 10**9
+#: a budget, a funding, a payout threshold: 100,000,000,000.00 in a two-decimal currency
+MAX_AMOUNT_MINOR = 10**13
+#: moments a client may name: far enough from the ends of Python's calendar that arithmetic on them never fails
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+class ProblemBodySchema(ma.Schema):
+    code = fields.String(metadata={"description": "What went wrong, for programs (`invalid_input`, ...)"})
+    message = fields.String(metadata={"description": "What went wrong, for people"})
+    details = fields.Raw(
+        allow_none=True, metadata={"description": "Which fields, limits or ids are involved"}
+    )
+
+
+class ProblemSchema(ma.Schema):
+    """Every error the API answers: `{"error": {"code", "message", "details"}}` (`marketplace.errors`)."""
+
+    error = fields.Nested(ProblemBodySchema)
 
 
 class Api(SmorestApi):
-    """flask-smorest's Api without its own error handler: `marketplace.errors` renders every error."""
+    """flask-smorest's Api without its own error handler: `marketplace.errors` renders every error, in the shape
+    that `ProblemSchema` documents."""
+
+    ERROR_SCHEMA = ProblemSchema
 
     def _register_error_handlers(self) -> None:
         return None
+
+
+class ClientJSONParser(FlaskParser):
+    """webargs' parser with the service's JSON rules: a body that is not JSON is refused (415) rather than read as
+    no arguments, and the document is parsed by `loads_client_json` (what it refuses is a 400)."""
+
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        if not is_json_request(req):
+            if req.get_data(cache=True):
+                raise UnsupportedMediaType("Send the body as JSON, with Content-Type: application/json.")
+            return core.missing
+        return loads_client_json(req.get_data(cache=True))
+
+    def _handle_invalid_json_error(
+        self, error: json.JSONDecodeError | UnicodeDecodeError, req: flask.Request, *args: Any, **kwargs: Any
+    ) -> NoReturn:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else f"not UTF-8 ({error.reason})"
+        abort(400, exc=error, messages={"json": [f"Invalid JSON body: {reason}."]})
+
+
+class Blueprint(SmorestBlueprint):
+    """flask-smorest's Blueprint, parsing arguments with `ClientJSONParser`."""
+
+    ARGUMENTS_PARSER = ClientJSONParser()
+
+
+class IdConverter(IntegerConverter):
+    """`<int:...>` in a route: an id past the database's integer column matches no route (404), rather than
+    reaching a query that the database refuses."""
+
+    def __init__(
+        self,
+        map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = MAX_ID,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802  (reads like a field class)
+    """The id of a row: 1 up to `MAX_ID`."""
+    return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
+
+
+def Moment(**kwargs: Any) -> fields.AwareDateTime:  # noqa: N802
+    """An ISO 8601 date and time with its offset, between 1970 and 9000."""
+    return fields.AwareDateTime(validate=validate.Range(EARLIEST, LATEST), **kwargs)
+
+
+def Day(**kwargs: Any) -> fields.Date:  # noqa: N802
+    """An ISO 8601 date, between 1970 and 9000."""
+    return fields.Date(validate=validate.Range(EARLIEST.date(), LATEST.date()), **kwargs)
 
 
 class StrictInteger(fields.Integer):

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from marketplace import api as api_module
 from marketplace import db, errors
 from marketplace import redis as redis_module
+from marketplace.client_json import ClientJSONProvider
 from marketplace.config import load_config
 
 
@@ -26,6 +27,9 @@ def _version() -> str:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment, overridden by `config` (tests pass theirs here)."""
     app = Flask(__name__, instance_relative_config=True)
+    # before any route exists: ids in paths are bounded, and request bodies parsed, by the service's rules
+    app.url_map.converters["int"] = api_module.IdConverter
+    app.json = ClientJSONProvider(app)
     settings = load_config()
     if config:
         settings.update(config)

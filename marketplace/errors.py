@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,13 @@ def handle_integrity_error(exc: IntegrityError) -> Response:
     return _render(409, "conflict", "The change conflicts with the current state; retry or reload.")
 
 
+def handle_data_error(exc: DataError) -> Response:
+    # A value the database refused (out of range, not representable): the schemas bound what clients send, so
+    # this is a bound they missed, and still the client's input rather than a server fault.
+    log.warning("data error reached the edge: %s", exc.orig)
+    return _render(422, "invalid_input", "A value is out of range or cannot be stored.")
+
+
 def handle_unexpected(exc: Exception) -> Response:
     if isinstance(exc, OperationalError):
         log.exception("database unavailable")
@@ -137,6 +144,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(IntegrityError, handle_integrity_error)
+    app.register_error_handler(DataError, handle_data_error)
 
     statuses: dict[type[payments_errors.PaymentsError], int] = {
         payments_errors.InvalidAmount: 422,

@@ -8,7 +8,6 @@ import marshmallow as ma
 from flask import Flask
 from flask.views import MethodView
 from flask_limiter.util import get_remote_address
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 
@@ -16,7 +15,7 @@ from marketplace.accounts import services
 from marketplace.accounts.auth import current_user
 from marketplace.accounts.models import Membership, Organisation
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.api import Api
+from marketplace.api import Api, Blueprint
 from marketplace.db import get_session
 from marketplace.ratelimit import LOGIN_LIMIT, limiter
 

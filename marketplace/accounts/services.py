@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from datetime import timedelta
 
 from sqlalchemy import bindparam, select
@@ -59,10 +61,18 @@ def add_membership(session: Session, *, user: User, organisation: Organisation, 
     return membership
 
 
+@functools.cache
+def _unknown_user_hash() -> str:
+    """A hash of no one's password, checked when the email is unknown (made once per process, when first needed)."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def authenticate(session: Session, *, email: str, password: str) -> User:
     """The active user with these credentials, or Unauthorized (one message for both wrong email and password)."""
     user = session.scalar(select(User).where(User.email == normalise_email(email)))
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+    # An unknown email costs the same hash as a wrong password: the answer's timing does not tell who has an account.
+    password_hash = user.password_hash if user is not None else _unknown_user_hash()
+    if not verify_password(password_hash, password) or user is None or not user.is_active:
         raise Unauthorized("Wrong email or password.", code="bad_credentials")
     return user
 

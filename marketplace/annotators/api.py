@@ -7,7 +7,6 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 
@@ -16,7 +15,7 @@ from marketplace.accounts.auth import current_user, is_platform_admin, require_p
 from marketplace.accounts.models import Membership, OrgRole
 from marketplace.annotators import services
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorStatus, Skill
-from marketplace.api import Api, Currency, StrictInteger, money_dict
+from marketplace.api import MAX_PRICE_MINOR, Api, Blueprint, Currency, StrictInteger, money_dict
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, InvalidInput, NotFound
 
@@ -40,7 +39,7 @@ class AnnotatorSignup(ma.Schema):
     password = fields.String(validate=validate.Length(min=8, max=200))
     name = fields.String(validate=validate.Length(min=1, max=200))
     display_name = fields.String(validate=validate.Length(min=1, max=200))
-    price_minor = StrictInteger(required=True, validate=validate.Range(min=0))
+    price_minor = StrictInteger(required=True, validate=validate.Range(0, MAX_PRICE_MINOR))
     currency = Currency(required=True)
     capacity = StrictInteger(load_default=5, validate=validate.Range(0, 1000))
     labels_per_hour = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=10000))
@@ -53,7 +52,7 @@ class AnnotatorSignup(ma.Schema):
 
 class AnnotatorUpdate(ma.Schema):
     display_name = fields.String(validate=validate.Length(min=1, max=200))
-    price_minor = StrictInteger(validate=validate.Range(min=0))
+    price_minor = StrictInteger(validate=validate.Range(0, MAX_PRICE_MINOR))
     capacity = StrictInteger(validate=validate.Range(0, 1000))
     labels_per_hour = fields.Float(validate=validate.Range(min=0.1, max=10000))
     status = fields.String(validate=validate.OneOf([s.value for s in AnnotatorStatus]))

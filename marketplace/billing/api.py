@@ -9,12 +9,11 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, Response, current_app, jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from marketplace.accounts.auth import current_annotator, project_for
 from marketplace.accounts.models import OrgRole
-from marketplace.api import Api, Currency, MoneySchema, StrictInteger
+from marketplace.api import MAX_AMOUNT_MINOR, Api, Blueprint, Currency, Moment, MoneySchema, StrictInteger
 from marketplace.billing import services
 from marketplace.db import get_session
 from marketplace.errors import InvalidInput
@@ -38,7 +37,7 @@ def _validate_key(value: str) -> None:
 
 
 class FundingIn(ma.Schema):
-    amount_minor = StrictInteger(required=True, validate=validate.Range(min=1, max=10**13))
+    amount_minor = StrictInteger(required=True, validate=validate.Range(1, MAX_AMOUNT_MINOR))
     currency = Currency(required=True)
     idempotency_key = fields.String(validate=_validate_key, metadata={"pattern": _KEY_PATTERN})
 
@@ -70,8 +69,8 @@ class BudgetOut(ma.Schema):
 
 
 class EarningsQuery(ma.Schema):
-    since = fields.AwareDateTime()
-    until = fields.AwareDateTime()
+    since = Moment()
+    until = Moment()
 
 
 class DayOut(ma.Schema):

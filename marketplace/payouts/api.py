@@ -13,14 +13,13 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, Response, current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 
 from marketplace.accounts.auth import current_annotator, current_user, require_platform_role
 from marketplace.accounts.models import PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.api import Api, Currency, StrictInteger
+from marketplace.api import MAX_AMOUNT_MINOR, MAX_ID, Api, Blueprint, Currency, Day, StrictInteger
 from marketplace.billing.agreement import check_earnings
 from marketplace.db import get_session, utcnow
 from marketplace.errors import InvalidInput, NotFound
@@ -53,12 +52,12 @@ class PayoutAccountOut(ma.Schema):
     currency = fields.String()
     payouts_enabled = fields.Boolean()
     details_submitted = fields.Boolean()
-    onboarding_url = fields.String()
-    onboarding_expires_at = fields.DateTime()
+    onboarding_url = fields.String(allow_none=True)
+    onboarding_expires_at = fields.DateTime(allow_none=True)
 
 
 class RunRequest(ma.Schema):
-    min_amount_minor = StrictInteger(validate=validate.Range(min=1))
+    min_amount_minor = StrictInteger(validate=validate.Range(1, MAX_AMOUNT_MINOR))
     currency = Currency()
     dry_run = fields.Boolean(load_default=False)
 
@@ -67,14 +66,12 @@ class PayoutListQuery(ma.Schema):
     state = fields.String(validate=validate.OneOf([s.value for s in PayoutState]))
     payee = fields.String(validate=validate.Length(max=200))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
 
 
 class ReconciliationQuery(ma.Schema):
-    start = fields.Date(
-        required=True, data_key="from", metadata={"description": "First day (UTC), YYYY-MM-DD."}
-    )
-    end = fields.Date(required=True, data_key="to", metadata={"description": "Last day (UTC), inclusive."})
+    start = Day(required=True, data_key="from", metadata={"description": "First day (UTC), YYYY-MM-DD."})
+    end = Day(required=True, data_key="to", metadata={"description": "Last day (UTC), inclusive."})
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
 
 

@@ -6,12 +6,11 @@ from typing import Any
 
 from flask import Flask
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from marketplace.accounts.auth import current_annotator, current_user, is_platform_admin
 from marketplace.accounts.models import Membership, OrgRole
-from marketplace.api import Api, money_dict
+from marketplace.api import Api, Blueprint, money_dict
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, NotFound
 from marketplace.planning.models import Offer, PlanRun

@@ -11,15 +11,24 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, Response, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 
 from marketplace.accounts.auth import current_user, is_platform_admin, project_for
-from marketplace.accounts.models import Membership, OrgRole
-from marketplace.api import Api, Currency, StrictInteger, money_dict
+from marketplace.accounts.models import Membership, Organisation, OrgRole
+from marketplace.api import (
+    MAX_AMOUNT_MINOR,
+    MAX_ID,
+    MAX_PRICE_MINOR,
+    Api,
+    Blueprint,
+    Currency,
+    Moment,
+    StrictInteger,
+    money_dict,
+)
 from marketplace.db import get_session
-from marketplace.errors import Forbidden, InvalidInput
+from marketplace.errors import Forbidden, InvalidInput, NotFound
 from marketplace.projects import imports, services
 from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, TaskStatus
 
@@ -35,25 +44,25 @@ class ProjectFields(ma.Schema):
     label_schema = fields.Dict()
     skill = fields.String(validate=validate.Length(min=1, max=100))
     min_level = StrictInteger(validate=validate.Range(1, 5))
-    pay_per_label_minor = StrictInteger(validate=validate.Range(min=0, max=10**9))
-    budget_minor = StrictInteger(validate=validate.Range(min=0, max=10**13))
+    pay_per_label_minor = StrictInteger(validate=validate.Range(0, MAX_PRICE_MINOR))
+    budget_minor = StrictInteger(validate=validate.Range(0, MAX_AMOUNT_MINOR))
     labels_per_item = StrictInteger(validate=validate.Range(1, 50))
     review_policy = fields.String(validate=validate.OneOf([p.value for p in ReviewPolicy]))
     review_params = fields.Dict()
     lease_seconds = StrictInteger(validate=validate.Range(60, 7 * 24 * 3600))
-    deadline = fields.AwareDateTime()
+    deadline = Moment()
     status = fields.String(validate=validate.OneOf([s.value for s in ProjectStatus]))
     webhook_url = fields.URL(allow_none=True, schemes={"http", "https"})
 
 
 class ProjectCreate(ProjectFields):
-    organisation_id = StrictInteger()
+    organisation_id = StrictInteger(validate=validate.Range(1, MAX_ID))
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     label_schema = fields.Dict(required=True)
     skill = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    pay_per_label_minor = StrictInteger(required=True, validate=validate.Range(min=0, max=10**9))
+    pay_per_label_minor = StrictInteger(required=True, validate=validate.Range(0, MAX_PRICE_MINOR))
     currency = Currency(required=True)
-    deadline = fields.AwareDateTime(required=True)
+    deadline = Moment(required=True)
 
 
 class ProjectOut(ma.Schema):
@@ -95,7 +104,7 @@ class TaskPage(ma.Schema):
 
 class TaskQuery(ma.Schema):
     # query strings are text: these parse "10" (but not "1.5")
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
     status = fields.String(validate=validate.OneOf([s.value for s in TaskStatus]))
 
@@ -160,8 +169,11 @@ class Projects(MethodView):
                     details={"organisation_id": "required"},
                 )
             org_id = managed[0]
-        elif org_id not in managed and not is_platform_admin(user):
-            raise Forbidden("You do not manage that organisation.")
+        elif org_id not in managed:
+            if not is_platform_admin(user):
+                raise Forbidden("You do not manage that organisation.")
+            if session.get(Organisation, org_id) is None:
+                raise NotFound(f"Organisation {org_id} not found.")
         project = services.create_project(session, organisation_id=org_id, created_by_id=user.id, fields=body)
         return project_dict(project)
 

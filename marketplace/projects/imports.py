@@ -18,6 +18,7 @@ from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from marketplace.client_json import find_unstorable_text, loads_client_json
 from marketplace.db import utcnow
 from marketplace.errors import Conflict, InvalidInput
 from marketplace.projects.label_schema import validate_value
@@ -65,7 +66,7 @@ def read_rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line)
+                    yield number, loads_client_json(line)
                 except json.JSONDecodeError as exc:
                     yield number, RowError(f"invalid JSON: {exc.msg}")
         else:
@@ -83,7 +84,7 @@ def read_rows(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
 
 def _json_rows(text: IO[str]) -> Iterator[tuple[int, Any]]:
     try:
-        data = json.load(text)
+        data = loads_client_json(text.read())
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
@@ -115,9 +116,14 @@ def _csv_row(row: dict[str | None, Any]) -> dict[str, Any] | RowError:
     if gold not in (None, ""):
         gold = str(gold)
         try:
-            out["gold_answer"] = json.loads(gold) if gold.lstrip().startswith(("[", "{", '"')) else gold
-        except json.JSONDecodeError:
-            return RowError("gold_answer looks like JSON but does not parse")
+            out["gold_answer"] = (
+                loads_client_json(gold) if gold.lstrip().startswith(("[", "{", '"')) else gold
+            )
+        except json.JSONDecodeError as exc:
+            return RowError(f"gold_answer looks like JSON but does not parse: {exc.msg}")
+    unstorable = find_unstorable_text(out)
+    if unstorable is not None:
+        return RowError(unstorable)
     return out
 
 

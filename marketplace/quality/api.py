@@ -6,13 +6,13 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_annotator, current_user
 from marketplace.accounts.models import User
+from marketplace.api import Blueprint, Id
 from marketplace.db import get_session, utcnow
 from marketplace.errors import NotFound
 from marketplace.projects.models import Project, Task
@@ -24,7 +24,7 @@ blp = Blueprint("quality", __name__, url_prefix="/api/v1", description="Manual r
 
 
 class QueueQuery(ma.Schema):
-    project_id = fields.Integer(validate=validate.Range(min=1))
+    project_id = Id()
 
 
 class ReviewIn(ma.Schema):

@@ -7,12 +7,12 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from marketplace.accounts.auth import current_annotator, current_user, project_for
 from marketplace.accounts.models import Membership, OrgRole
 from marketplace.annotators.models import Skill
+from marketplace.api import Blueprint
 from marketplace.db import get_session, utcnow
 from marketplace.errors import Forbidden, NotFound
 from marketplace.redis import get_redis
