@@ -64,6 +64,12 @@ class PayoutError(PaymentsError):
     code = "payout_error"
 
 
+class PayoutAccountCountryConflict(PayoutError):
+    """The payee's account exists in another country: a connected account's country never changes."""
+
+    code = "payout_account_country"
+
+
 class GatewayError(PaymentsError):
     """The payout gateway refused or failed."""
 

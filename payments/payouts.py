@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from payments import ledger
 from payments.errors import (
     InsufficientFunds,
+    PayoutAccountCountryConflict,
     PayoutError,
 )
 from payments.gateways.base import ConnectedAccount, OnboardingLink, PayoutGateway
@@ -89,13 +90,19 @@ def open_payout_account(
     currency: str,
     email: str | None = None,
 ) -> PayoutAccount:
-    """The payee's gateway account, created at the gateway on first use (idempotent per payee).
+    """The payee's gateway account, created at the gateway on first use (idempotent per payee); asking again
+    in another country is a PayoutAccountCountryConflict.
 
     The gateway call happens inside the caller's transaction: if the transaction then fails, the gateway's
     idempotency key (derived from the payee) hands back the same account on the retry, so nothing leaks.
     """
     existing = get_payout_account(session, reference=reference)
     if existing is not None:
+        if existing.country != country.upper():
+            raise PayoutAccountCountryConflict(
+                f"The payout account is in {existing.country}; an account's country cannot change.",
+                details={"country": existing.country},
+            )
         return existing
     created = gateway.create_connected_account(
         reference=reference, country=country.upper(), currency=currency.upper(), email=email

@@ -18,6 +18,8 @@ from marketplace.work.models import Label, ReviewState
 def create_skill(session: Session, *, name: str, description: str = "") -> Skill:
     """A new skill; names are unique."""
     name = name.strip()
+    if not name:
+        raise InvalidInput("A skill needs a name.", details={"name": "blank"})
     if session.scalar(select(Skill.id).where(Skill.name == name)) is not None:
         raise Conflict(f"Skill {name!r} exists.", code="skill_exists")
     skill = Skill(name=name, description=description)

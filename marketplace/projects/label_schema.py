@@ -50,9 +50,9 @@ def validate_schema(schema: Any) -> dict[str, Any]:
     if kind == "single_choice":
         return {"type": kind, "choices": choices}
     low, high = schema.get("min", 1), schema.get("max", len(choices))
-    if type(low) is not int or type(high) is not int or not 0 <= low <= high <= len(choices):
+    if type(low) is not int or type(high) is not int or not 0 <= low <= high <= len(choices) or high < 1:
         raise InvalidInput(
-            "label_schema.min and max must be integers with 0 ≤ min ≤ max ≤ number of choices.",
+            "label_schema.min and max must be integers with 0 ≤ min ≤ max ≤ number of choices, and max ≥ 1.",
             details={"label_schema.min": low, "label_schema.max": high},
         )
     return {"type": kind, "choices": choices, "min": low, "max": high}

@@ -111,6 +111,8 @@ def payout_account() -> Response:
         if problem is not None:
             form.country.errors = [*form.country.errors, problem]
             return _page(form, status=422)
+    else:
+        country = account.country  # continuing: the page asks no country once the account exists
     _, link = open_account_and_onboard(
         session, profile=annotator, email=current_user().email, country=country
     )

@@ -36,6 +36,13 @@ def submit_label(
     if assignment.state == AssignmentState.SUBMITTED:
         label = session.scalars(select(Label).where(Label.assignment_id == assignment.id)).one()
         if idempotency_key is not None and label.submit_key == idempotency_key:
+            project = session.get_one(Project, assignment.project_id)
+            if validate_value(project.label_schema, value) != label.value:
+                raise Conflict(
+                    "This Idempotency-Key was used to submit another value; a retry sends the same body.",
+                    code="idempotency_conflict",
+                    details={"submitted": label.value},
+                )
             return label, False
         raise Conflict(
             "This assignment was already submitted (send the same Idempotency-Key to replay it).",

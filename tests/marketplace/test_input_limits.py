@@ -258,3 +258,16 @@ def test_the_payout_account_schema_allows_what_it_answers(client) -> None:
     )
     for field in ("onboarding_url", "onboarding_expires_at"):
         assert account["properties"][field].get("nullable") is True, field
+
+
+def test_a_blank_skill_name_and_a_label_schema_that_admits_only_the_empty_answer_are_refused(
+    client, world, db_session
+) -> None:
+    problem(client.post("/api/v1/skills", json={"name": "   "}, headers=world["admin"]), 422)
+    assert db_session.scalar(select(func.count()).select_from(Skill).where(Skill.name == "")) == 0
+    schema = {"type": "multi_choice", "choices": ["a", "b"], "min": 0, "max": 0}
+    body = f.project_body(label_schema=schema)
+    assert (
+        "max ≥ 1"
+        in problem(client.post("/api/v1/projects", json=body, headers=world["manager"]), 422)["message"]
+    )

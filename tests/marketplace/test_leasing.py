@@ -183,8 +183,18 @@ def test_submit_is_idempotent_by_key(db_session) -> None:
     )
     db_session.commit()
     assert created
+    with pytest.raises(Conflict, match="another value") as changed:  # the same key, another body: not a retry
+        decisions.submit_label(
+            db_session,
+            annotator=worker,
+            assignment_id=assignment.id,
+            value="cat",
+            idempotency_key="k1",
+            now=now,
+        )
+    assert changed.value.code == "idempotency_conflict"
     again, created_again = decisions.submit_label(
-        db_session, annotator=worker, assignment_id=assignment.id, value="cat", idempotency_key="k1", now=now
+        db_session, annotator=worker, assignment_id=assignment.id, value="dog", idempotency_key="k1", now=now
     )
     assert not created_again
     assert again.id == first.id

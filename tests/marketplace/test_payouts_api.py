@@ -230,6 +230,12 @@ def test_an_annotator_opens_a_payout_account_and_gets_an_onboarding_link(
     assert shown.get_json()["account_id"] == body["account_id"]
     assert list(fake_stripe.accounts) == [body["account_id"]]
     assert fake_stripe.accounts[body["account_id"]]["metadata"] == {"reference": f"annotator:{annotator_id}"}
+    # an account's country never changes: asking in another one says so rather than answering the old account
+    moved = client.post("/api/v1/annotators/me/payout-account", json={"country": "DE"}, headers=annotator)
+    assert moved.status_code == 409
+    assert moved.get_json()["error"]["code"] == "payout_account_country"
+    assert moved.get_json()["error"]["details"] == {"country": "FR"}
+    assert list(fake_stripe.accounts) == [body["account_id"]]
     links = [r.params for r in fake_stripe.requests if r.path == "/v1/account_links"]
     # by default Stripe sends the annotator back to their payouts page
     assert links[0]["return_url"] == "http://localhost/work/payouts?onboarding=done"

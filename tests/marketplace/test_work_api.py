@@ -63,6 +63,11 @@ def test_submit_is_validated_and_idempotent(client, world) -> None:
     other = client.post(url, json={"value": "cat"}, headers={**headers, "Idempotency-Key": "s2"})
     assert other.status_code == 409
     assert other.get_json()["error"]["code"] == "already_submitted"
+    # the same key with another value is not a retry: refused, like a funding's key reused for another amount
+    changed = client.post(url, json={"value": "cat"}, headers={**headers, "Idempotency-Key": "s1"})
+    assert changed.status_code == 409
+    assert changed.get_json()["error"]["code"] == "idempotency_conflict"
+    assert changed.get_json()["error"]["details"] == {"submitted": "dog"}
 
 
 def test_release_and_heartbeat_and_my_assignments(client, world) -> None:

@@ -157,7 +157,7 @@ def test_other_answer_kinds_and_currencies(world: World, as_user, engine) -> Non
         ({"choices": "same\nsame"}, "Must be 2 to 200 distinct non-empty strings."),
         (
             {"schema_type": "multi_choice", "choice_min": "3", "choice_max": "1"},
-            "Min and max must be integers with 0 ≤ min ≤ max ≤ number of choices.",
+            "Min and max must be integers with 0 ≤ min ≤ max ≤ number of choices, and max ≥ 1.",
         ),
         ({"labels_per_item": "0"}, "Must be greater than or equal to 1 and less than or equal to 50."),
         ({"labels_per_item": "1"}, "Consensus review needs labels_per_item of at least 2."),
