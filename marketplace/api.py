@@ -8,8 +8,9 @@ moments lie between 1970 and 9000, and JSON bodies are parsed by `marketplace.cl
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import flask
 import marshmallow as ma
@@ -35,6 +36,9 @@ MAX_AMOUNT_MINOR = 10**13
 #: moments a client may name: far enough from the ends of Python's calendar that arithmetic on them never fails
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+PUBLIC = "labelforce_public"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ProblemBodySchema(ma.Schema):
@@ -83,6 +87,19 @@ class Blueprint(SmorestBlueprint):
     """flask-smorest's Blueprint, parsing arguments with `ClientJSONParser`."""
 
     ARGUMENTS_PARSER = ClientJSONParser()
+
+
+def public(operation: Callable[P, R]) -> Callable[P, R]:
+    """An operation anyone may call (logging in, signing up): documented without a security requirement, and let
+    through by the API's authentication gate (`marketplace.accounts.auth`), which asks every other one for a token
+    before it reads its arguments."""
+    documented: Callable[P, R] = SmorestBlueprint.doc(security=[])(operation)
+    setattr(documented, PUBLIC, True)
+    return documented
+
+
+def is_public(operation: Callable[..., Any]) -> bool:
+    return bool(getattr(operation, PUBLIC, False))
 
 
 class IdConverter(IntegerConverter):

@@ -15,7 +15,7 @@ from marketplace.accounts import services
 from marketplace.accounts.auth import current_user
 from marketplace.accounts.models import Membership, Organisation
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.api import Api, Blueprint
+from marketplace.api import Api, Blueprint, public
 from marketplace.db import get_session
 from marketplace.ratelimit import LOGIN_LIMIT, limiter
 
@@ -56,7 +56,7 @@ class Tokens(MethodView):
 
     @blp.arguments(TokenRequest)
     @blp.response(201, TokenResponse)
-    @blp.doc(security=[])
+    @public
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Exchange email and password for an API token."""
         session = get_session()

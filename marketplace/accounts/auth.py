@@ -7,13 +7,14 @@ cannot make a browser call the API on its owner's behalf.
 from __future__ import annotations
 
 import flask_login
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import Membership, PlatformRole, User
 from marketplace.accounts.services import caller_for_token
 from marketplace.annotators.models import AnnotatorProfile
+from marketplace.api import is_public
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, NotFound, Unauthorized
 from marketplace.projects.models import Project
@@ -30,6 +31,23 @@ def _load_user(user_id: str) -> User | None:
 
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    app.before_request(_authenticate_api_request)
+
+
+def _authenticate_api_request() -> None:
+    """Every API operation but the public ones (`marketplace.api.public`) needs a valid token, checked before the
+    operation reads its arguments: a caller without one gets a 401 whatever they sent, and an operation added
+    later is closed by default. Views still ask `current_user()`, which answers from here without a second query."""
+    if not request.path.startswith("/api/") or request.blueprint == "api-docs":
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None:
+        return  # no such route: the 404 or 405 follows
+    view_class = getattr(view, "view_class", None)
+    operation = getattr(view_class, request.method.lower(), None) if view_class is not None else view
+    if operation is None or is_public(operation):
+        return
+    current_user()
 
 
 def current_user() -> User:

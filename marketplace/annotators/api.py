@@ -15,7 +15,7 @@ from marketplace.accounts.auth import current_user, is_platform_admin, require_p
 from marketplace.accounts.models import Membership, OrgRole
 from marketplace.annotators import services
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorStatus, Skill
-from marketplace.api import MAX_PRICE_MINOR, Api, Blueprint, Currency, StrictInteger, money_dict
+from marketplace.api import MAX_PRICE_MINOR, Api, Blueprint, Currency, StrictInteger, money_dict, public
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, InvalidInput, NotFound
 
@@ -130,7 +130,7 @@ class Skills(MethodView):
 class Annotators(MethodView):
     @blp.arguments(AnnotatorSignup)
     @blp.response(201, AnnotatorOut)
-    @blp.doc(security=[])
+    @public
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sign up as an annotator (a new user, or the signed-in one)."""
         session = get_session()

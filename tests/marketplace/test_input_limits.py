@@ -5,6 +5,7 @@ crashes the parser), and bodies that are not JSON at all. Each is a 4xx problem,
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlalchemy import func, select
@@ -271,3 +272,22 @@ def test_a_blank_skill_name_and_a_label_schema_that_admits_only_the_empty_answer
         "max ≥ 1"
         in problem(client.post("/api/v1/projects", json=body, headers=world["manager"]), 422)["message"]
     )
+
+
+def test_every_operation_but_the_public_ones_asks_for_a_token_before_reading_its_arguments(client) -> None:
+    """Walks the OpenAPI document: without a token, each operation that documents a security requirement answers
+    401 — whatever body it was sent — and the ones documented as public (`security: []`) do not."""
+    spec = client.get("/api/v1/openapi.json").get_json()
+    public = []
+    for path, operations in spec["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            response = getattr(client, method)(url, json={"nonsense": [1, 2, 3]})
+            if operation.get("security") == []:
+                public.append(f"{method.upper()} {path}")
+                assert response.status_code != 401, (method, path)
+            else:
+                assert response.status_code == 401, (method, path, response.get_json())
+    assert sorted(public) == ["POST /api/v1/annotators", "POST /api/v1/tokens"]
