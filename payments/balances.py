@@ -16,10 +16,9 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from payments.accounts import AccountKey, accounts_for, get_account
-from payments.deferred_balances import BalanceChange, queued_balance_changes
+from payments.deferred_balances import balances_to_commit
 from payments.models import (
     Account,
-    AccountBalance,
     Direction,
     LedgerEntry,
     LedgerTransaction,
@@ -83,16 +82,7 @@ def balances_of(session: Session, accounts: Iterable[Account]) -> dict[int, Bala
     if not accounts:
         return {}
     ids = [a.id for a in accounts]
-    # a session reads its own writes: what it queued for its commit is added here, without taking the row lock
-    queued = queued_balance_changes(session, ids)
-    cached = {
-        b.account_id: b
-        for b in session.scalars(
-            select(AccountBalance)
-            .where(AccountBalance.account_id.in_(ids))
-            .execution_options(populate_existing=True)
-        )
-    }
+    cached = balances_to_commit(session, ids)  # a session reads its own writes, without taking a lock
     uncached = [a.id for a in accounts if a.id not in cached]
     sums = entry_sums(session, uncached) if uncached else {}
     empty = {"posted_debit": 0, "posted_credit": 0, "pending_debit": 0, "pending_credit": 0}
@@ -101,12 +91,9 @@ def balances_of(session: Session, accounts: Iterable[Account]) -> dict[int, Bala
         credit_normal = account.normal_balance == Direction.CREDIT
         row = cached.get(account.id)
         if row is not None:
-            change = queued.get(account.id, BalanceChange())
-            posted = row.posted_minor + change.posted
-            pending_out = row.pending_out_minor + change.pending_out
-            pending_in = row.pending_in_minor + change.pending_in
-            pending_debits = pending_out if credit_normal else pending_in
-            pending_credits = pending_in if credit_normal else pending_out
+            posted = row.posted_minor
+            pending_debits = row.pending_out_minor if credit_normal else row.pending_in_minor
+            pending_credits = row.pending_in_minor if credit_normal else row.pending_out_minor
         else:
             s = sums.get(account.id, empty)
             net_debit = s["posted_debit"] - s["posted_credit"]

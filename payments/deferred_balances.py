@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -112,6 +112,30 @@ def queued_balance_changes(session: Session, account_ids: Iterable[int]) -> dict
         if queued.account_id in ids and queued.applied_in is None:
             totals[queued.account_id].add(queued.change)
     return dict(totals)
+
+
+def balances_to_commit(session: Session, account_ids: Iterable[int]) -> dict[int, AccountBalance]:
+    """The cached balances of these accounts (those that have one) as this transaction will commit them: as last
+    committed, plus the changes it queued. Unlocked; transient copies, the session's own rows are not touched."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(AccountBalance)
+        .where(AccountBalance.account_id.in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    queued = queued_balance_changes(session, ids)
+    result: dict[int, AccountBalance] = {}
+    for row in rows:
+        change = queued.get(row.account_id, BalanceChange())
+        result[row.account_id] = AccountBalance(
+            account_id=row.account_id,
+            posted_minor=row.posted_minor + change.posted,
+            pending_out_minor=row.pending_out_minor + change.pending_out,
+            pending_in_minor=row.pending_in_minor + change.pending_in,
+        )
+    return result
 
 
 def apply_queued_balance_changes(session: Session, account_ids: Iterable[int] | None = None) -> None:

@@ -41,7 +41,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from payments.accounts import AccountKey, accounts_for, lock_balances, validate_account_code
 from payments.db import utcnow
-from payments.deferred_balances import BalanceChange, queue_balance_changes, queued_balance_changes
+from payments.deferred_balances import BalanceChange, balances_to_commit, queue_balance_changes
 from payments.errors import (
     HoldAlreadyResolved,
     IdempotencyConflict,
@@ -251,7 +251,7 @@ def record_transaction(
     if at_commit:
         # Only a change that lowers what an account has available can break its limit: read those balances.
         # (A hold's resolution lowers none, and reads nothing.)
-        locked = _committed_balances(
+        locked = balances_to_commit(
             session,
             {i for i, c in changes.items() if by_id[i].no_overdraft and c.posted - c.pending_out < 0},
         )
@@ -332,29 +332,6 @@ def record_transaction(
         _apply_changes(session, locked, changes)
     session.flush()
     return transaction
-
-
-def _committed_balances(session: Session, account_ids: set[int]) -> dict[int, AccountBalance]:
-    """The cached balances of `account_ids` as this transaction sees them, unlocked, with the changes it has
-    queued for its commit added (transient copies: the session's own rows are not touched)."""
-    if not account_ids:
-        return {}
-    rows = session.scalars(
-        select(AccountBalance)
-        .where(AccountBalance.account_id.in_(sorted(account_ids)))
-        .execution_options(populate_existing=True)
-    )
-    queued = queued_balance_changes(session, account_ids)
-    result: dict[int, AccountBalance] = {}
-    for row in rows:
-        change = queued.get(row.account_id, BalanceChange())
-        result[row.account_id] = AccountBalance(
-            account_id=row.account_id,
-            posted_minor=row.posted_minor + change.posted,
-            pending_out_minor=row.pending_out_minor + change.pending_out,
-            pending_in_minor=row.pending_in_minor + change.pending_in,
-        )
-    return result
 
 
 _ADD_TO_BALANCE = (
