@@ -42,17 +42,19 @@ R = TypeVar("R")
 
 
 class ProblemBodySchema(ma.Schema):
-    code = fields.String(metadata={"description": "What went wrong, for programs (`invalid_input`, ...)"})
-    message = fields.String(metadata={"description": "What went wrong, for people"})
+    code = fields.String(
+        required=True, metadata={"description": "What went wrong, for programs (`invalid_input`, ...)"}
+    )
+    message = fields.String(required=True, metadata={"description": "What went wrong, for people"})
     details = fields.Raw(
-        allow_none=True, metadata={"description": "Which fields, limits or ids are involved"}
+        required=True, allow_none=True, metadata={"description": "Which fields, limits or ids are involved"}
     )
 
 
 class ProblemSchema(ma.Schema):
     """Every error the API answers: `{"error": {"code", "message", "details"}}` (`marketplace.errors`)."""
 
-    error = fields.Nested(ProblemBodySchema)
+    error = fields.Nested(ProblemBodySchema, required=True)
 
 
 class Api(SmorestApi):
@@ -71,7 +73,8 @@ class ClientJSONParser(FlaskParser):
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not is_json_request(req):
-            if req.get_data(cache=True):
+            # a form's body may have been parsed already (and is then gone from get_data): its length still tells
+            if (req.content_length or 0) > 0 or req.get_data(cache=True):
                 raise UnsupportedMediaType("Send the body as JSON, with Content-Type: application/json.")
             return core.missing
         return loads_client_json(req.get_data(cache=True))
@@ -103,8 +106,10 @@ def is_public(operation: Callable[..., Any]) -> bool:
 
 
 class IdConverter(IntegerConverter):
-    """`<int:...>` in a route: an id past the database's integer column matches no route (404), rather than
-    reaching a query that the database refuses."""
+    """`<int:...>` in a route: ASCII digits (werkzeug's own takes any Unicode digit, "１" too), and an id past the
+    database's integer column matches no route (404) rather than reaching a query that the database refuses."""
+
+    regex = r"[0-9]+"
 
     def __init__(
         self,

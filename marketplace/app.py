@@ -13,7 +13,7 @@ from sqlalchemy import text
 from marketplace import api as api_module
 from marketplace import db, errors
 from marketplace import redis as redis_module
-from marketplace.client_json import ClientJSONProvider
+from marketplace.client_json import ClientJSONRequest, refuse_unstorable_parameters
 from marketplace.config import load_config
 
 
@@ -29,7 +29,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     # before any route exists: ids in paths are bounded, and request bodies parsed, by the service's rules
     app.url_map.converters["int"] = api_module.IdConverter
-    app.json = ClientJSONProvider(app)
+    app.request_class = ClientJSONRequest
+    app.before_request(refuse_unstorable_parameters)
     settings = load_config()
     if config:
         settings.update(config)

@@ -5,8 +5,11 @@ Python's `json.loads` accepts things that are not JSON (`NaN`, `Infinity`), fail
 more than 4,300 digits), and returns strings that no database takes: a NUL character (`\\u0000`; PostgreSQL's text
 and jsonb refuse it) or half of a surrogate pair (`\\ud800`; not encodable as UTF-8). `loads_client_json` turns
 each of these into a `json.JSONDecodeError` with a message that says what is wrong, so every caller reports bad
-input the way it already reports malformed JSON: the API's argument parser (`marketplace.api`), Flask's
-`request.get_json` (`ClientJSONProvider`) and the task import (`marketplace.projects.imports`).
+input the way it already reports malformed JSON: the API's argument parser (`marketplace.api`),
+`request.get_json` (`ClientJSONRequest`) and the task import (`marketplace.projects.imports`).
+
+Only what clients send goes through it: Flask reads its own session cookie with the app's JSON provider, and a
+value the service itself wrote there (a flash message quoting a name) must always read back.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask.json.provider import DefaultJSONProvider
+from flask import Request, request
+from werkzeug.exceptions import BadRequest
 
 
 def _refuse_constant(name: str) -> Any:
@@ -56,7 +60,9 @@ def loads_client_json(text: str | bytes) -> Any:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise json.JSONDecodeError(f"the body is not UTF-8: {exc.reason}", "", exc.start) from exc
+            # the document given is not empty: webargs reads an empty one as "no body"
+            shown = text.decode("utf-8", "replace")
+            raise json.JSONDecodeError(f"the body is not UTF-8: {exc.reason}", shown, exc.start) from exc
     try:
         document = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError:
@@ -74,8 +80,26 @@ def loads_client_json(text: str | bytes) -> Any:
     return document
 
 
-class ClientJSONProvider(DefaultJSONProvider):
-    """Flask's JSON with `loads_client_json` for what requests carry: `request.get_json` answers 400 for all of it."""
+def refuse_unstorable_parameters() -> None:
+    """Before every request: a query parameter or form field holding text no database stores is a 400 (the web
+    UI's forms and every query string; JSON bodies are checked where they are parsed)."""
+    # the form only when the body is one: parsing reads the body, which a JSON or text request needs left alone
+    is_form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
+    for source in (request.args, request.form) if is_form else (request.args,):
+        for name, value in source.items(multi=True):
+            reason = unstorable_text(name) or unstorable_text(value)
+            if reason is not None:
+                raise BadRequest(f"The parameter {name!r} cannot be stored: {reason}.")
 
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return loads_client_json(s)
+
+class _ClientJSON:
+    """The `json_module` of `ClientJSONRequest`: client documents are read strictly, answers written as usual."""
+
+    loads = staticmethod(loads_client_json)
+    dumps = staticmethod(json.dumps)
+
+
+class ClientJSONRequest(Request):
+    """Flask's request, with `get_json` reading the body through `loads_client_json` (what it refuses is a 400)."""
+
+    json_module = _ClientJSON

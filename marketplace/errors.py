@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -116,9 +116,18 @@ def handle_domain_error(exc: DomainError) -> Response:
     return _render(exc.status, exc.code, exc.message, exc.details)
 
 
+def _discard_failed_work() -> None:
+    """Roll back the request's unit of work after the database refused a statement, so that rendering the answer
+    (a page's navigation reads the signed-in user) runs on a usable session."""
+    session = g.get("db_session")
+    if session is not None:
+        session.rollback()
+
+
 def handle_integrity_error(exc: IntegrityError) -> Response:
     # A constraint the services did not foresee is a conflict with current state, not a server fault.
     log.warning("integrity error reached the edge: %s", exc.orig)
+    _discard_failed_work()
     return _render(409, "conflict", "The change conflicts with the current state; retry or reload.")
 
 
@@ -126,6 +135,7 @@ def handle_data_error(exc: DataError) -> Response:
     # A value the database refused (out of range, not representable): the schemas bound what clients send, so
     # this is a bound they missed, and still the client's input rather than a server fault.
     log.warning("data error reached the edge: %s", exc.orig)
+    _discard_failed_work()
     return _render(422, "invalid_input", "A value is out of range or cannot be stored.")
 
 

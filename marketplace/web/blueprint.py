@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
+
+from marketplace.api import MAX_ID
 
 bp = Blueprint("web", __name__)
+
+
+def id_arg(name: str) -> int | None:
+    """An id from the query string (a filter, a page's cursor), or None when it is absent or could be no row's id
+    (not digits, zero, past the database's integer column): the page then shows what it shows without it."""
+    value = request.args.get(name, "")
+    if not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if 1 <= number <= MAX_ID else None
+
 
 #: Pages load nothing from elsewhere but the items' own images; no inline script or style is needed.
 CONTENT_SECURITY_POLICY = (

@@ -64,7 +64,7 @@ def _period(form: PeriodForm) -> Period:
     today = utcnow().date()
     form.validate()
     if form.errors:
-        raise InvalidInput("Dates are written YYYY-MM-DD.", details=form.errors)
+        raise InvalidInput("Dates are written YYYY-MM-DD, between 1970 and 9000.", details=form.errors)
     last = form.until.data or today
     first = form.since.data or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:

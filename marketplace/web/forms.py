@@ -20,6 +20,7 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Optional, ValidationError
 
+from marketplace.api import EARLIEST, LATEST
 from marketplace.projects.label_schema import KINDS
 from marketplace.projects.models import ProjectStatus, ReviewPolicy
 
@@ -96,14 +97,30 @@ class AppealDecisionForm(FlaskForm):
             raise ValidationError("Say why the appeal is denied: the annotator sees the reason.")
 
 
+class FiniteDecimalField(DecimalField):
+    """A decimal number: "NaN", "sNaN" and "Infinity" are not numbers (Python's Decimal reads them)."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata(valuelist)
+        if self.data is not None and not self.data.is_finite():
+            self.data = None
+            raise ValueError(self.gettext("Not a valid decimal value."))
+
+
+def within_calendar(form: FlaskForm, field: Any) -> None:
+    """Dates between 1970 and 9000, as the API's (`marketplace.api.Day`): arithmetic on them never overflows."""
+    if field.data is not None and not EARLIEST.date() <= field.data <= LATEST.date():
+        raise ValidationError(f"Give a date between {EARLIEST.year} and {LATEST.year}.")
+
+
 class PeriodForm(FlaskForm):
     """A date range read from the query string (a GET: nothing changes, so no CSRF token)."""
 
     class Meta:
         csrf = False
 
-    since = DateField("From", validators=[Optional()])
-    until = DateField("Until (inclusive)", validators=[Optional()])
+    since = DateField("From", validators=[Optional(), within_calendar])
+    until = DateField("Until (inclusive)", validators=[Optional(), within_calendar])
 
 
 # The <select>s of the forms below are written by their templates from these lists (see IMPORT_FORMATS).
@@ -152,8 +169,8 @@ class NewProjectForm(FlaskForm):
         default=ReviewPolicy.MANUAL.value,
         validators=[AnyOf([p.value for p in ReviewPolicy], message="Choose a review policy.")],
     )
-    gold_rate = DecimalField("Share of gold items", validators=[Optional()])
-    agreement_threshold = DecimalField("Agreement needed (consensus)", validators=[Optional()])
+    gold_rate = FiniteDecimalField("Share of gold items", validators=[Optional()])
+    agreement_threshold = FiniteDecimalField("Agreement needed (consensus)", validators=[Optional()])
     max_extra_labels = IntegerField(
         "Extra labels when annotators disagree (consensus)", validators=[Optional()]
     )
@@ -204,17 +221,17 @@ class ProjectSettingsForm(FlaskForm):
     webhook_url = StringField("Webhook URL", validators=[Optional()])
     # review parameters: `places=None` shows a stored 0.125 as it is, not rounded to 0.13 (which a save would
     # then write back as a change nobody made)
-    gold_rate = DecimalField(
+    gold_rate = FiniteDecimalField(
         "Share of gold items", places=None, validators=[InputRequired("Give the share of gold items.")]
     )
-    gold_accuracy_floor = DecimalField(
+    gold_accuracy_floor = FiniteDecimalField(
         "Gold accuracy floor", places=None, validators=[InputRequired("Give the gold accuracy floor.")]
     )
     gold_min_items = IntegerField(
         "Gold items before the floor applies", validators=[InputRequired("Give a number of gold items.")]
     )
     pay_correct_gold = BooleanField("Pay for correct answers on gold items")
-    agreement_threshold = DecimalField(
+    agreement_threshold = FiniteDecimalField(
         "Agreement needed (consensus)", places=None, validators=[InputRequired("Give the agreement needed.")]
     )
     max_extra_labels = IntegerField(

@@ -21,7 +21,7 @@ from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.payouts.api import PayoutAccountRequest
 from marketplace.payouts.services import get_gateway, open_account_and_onboard, payee_reference
 from marketplace.web.access import WORK, area_required, reload_user_on_retry
-from marketplace.web.blueprint import ONBOARDING_ORIGINS, bp, content_security_policy
+from marketplace.web.blueprint import ONBOARDING_ORIGINS, bp, content_security_policy, id_arg
 from marketplace.web.forms import PayoutAccountForm
 from payments import payouts
 from payments.money import Money
@@ -48,7 +48,7 @@ def _page(form: PayoutAccountForm, *, status: int = 200) -> Response:
     annotator = current_annotator(session)
     reference = payee_reference(annotator.id)
     account = payouts.get_payout_account(session, reference=reference)
-    before = request.args.get("before", type=int)
+    before = id_arg("before")
     stmt = select(Payout).where(Payout.payee_reference == reference)
     if before:
         stmt = stmt.where(Payout.id < before)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, url_for
 from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response
 
@@ -20,7 +20,7 @@ from marketplace.projects.models import Project, Task
 from marketplace.quality import appeals, review
 from marketplace.quality.models import Appeal, AppealState, ReviewEntry
 from marketplace.web.access import REVIEW, area_required, reload_user_on_retry
-from marketplace.web.blueprint import bp
+from marketplace.web.blueprint import bp, id_arg
 from marketplace.web.forms import AppealDecisionForm, ReviewForm
 from marketplace.work.models import Assignment, Label, ReviewState
 from payments.money import Money
@@ -99,7 +99,7 @@ def _review_page(entry: ReviewEntry | None, form: ReviewForm, project_id: int | 
 @area_required(REVIEW)
 def review_queue() -> str:
     """The oldest label waiting for review that I may decide (claimed for me for a few minutes)."""
-    project_id = request.args.get("project_id", type=int)
+    project_id = id_arg("project_id")
     entry = review.next_for_review(get_session(), user=current_user(), now=utcnow(), project_id=project_id)
     return _review_page(entry, ReviewForm(), project_id)
 
@@ -111,7 +111,7 @@ def review_queue() -> str:
 def decide(label_id: int) -> Response | tuple[str, int]:
     """Accept (pays the annotator) or reject (reason required; the slot opens again)."""
     session = get_session()
-    project_id = request.args.get("project_id", type=int)
+    project_id = id_arg("project_id")
     back = url_for("web.review_queue", project_id=project_id)
     form = ReviewForm()
     if form.validate_on_submit():
@@ -147,7 +147,7 @@ def decide(label_id: int) -> Response | tuple[str, int]:
 def appeal_queue() -> str:
     """The oldest open appeal I may decide (not on my own rejection), with the label and the comment."""
     session = get_session()
-    project_id = request.args.get("project_id", type=int)
+    project_id = id_arg("project_id")
     appeal = appeals.next_appeal(session, user=current_user(), project_id=project_id)
     return _appeal_page(appeal, AppealDecisionForm(), project_id)
 
@@ -172,7 +172,7 @@ def _appeal_page(appeal: Appeal | None, form: AppealDecisionForm, project_id: in
 def decide_appeal(appeal_id: int) -> Response | tuple[str, int]:
     """Uphold (the label is accepted and paid) or deny (with a reason) an appeal."""
     session = get_session()
-    project_id = request.args.get("project_id", type=int)
+    project_id = id_arg("project_id")
     back = url_for("web.appeal_queue", project_id=project_id)
     form = AppealDecisionForm()
     if form.validate_on_submit():

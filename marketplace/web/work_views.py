@@ -23,7 +23,7 @@ from marketplace.quality import appeals
 from marketplace.quality.models import Appeal
 from marketplace.quality.policy import review_submitted_label
 from marketplace.web.access import WORK, area_required, reload_user_on_retry
-from marketplace.web.blueprint import bp
+from marketplace.web.blueprint import bp, id_arg
 from marketplace.web.forms import ActionForm, AppealForm, NextTaskForm, SubmitLabelForm
 from marketplace.work import decisions, leases, leasing
 from marketplace.work.models import Assignment, AssignmentState, Label
@@ -299,7 +299,7 @@ def history() -> str:
     """My recent assignments, newest first, with their review state and any rejection reason (keyset pages)."""
     session = get_session()
     annotator = current_annotator(session)
-    before = request.args.get("before", type=int)
+    before = id_arg("before")
     stmt = (
         select(Assignment, Project.name, Task.external_id, Label, Appeal.state)
         .join(Project, Project.id == Assignment.project_id)

@@ -219,9 +219,11 @@ def test_a_value_the_database_refuses_is_invalid_input_not_a_server_error(app, c
     """The last line behind the schemas' bounds: PostgreSQL's "data exception" errors are the client's input."""
     from sqlalchemy import text
 
+    from marketplace.api import public
     from marketplace.db import get_session
 
     @app.get("/api/v1/probe-out-of-range")
+    @public
     def probe() -> dict:
         get_session().execute(text("SELECT CAST(:value AS integer)"), {"value": INT})
         return {}
@@ -291,3 +293,15 @@ def test_every_operation_but_the_public_ones_asks_for_a_token_before_reading_its
             else:
                 assert response.status_code == 401, (method, path, response.get_json())
     assert sorted(public) == ["POST /api/v1/annotators", "POST /api/v1/tokens"]
+
+
+def test_a_json_body_that_is_not_utf8_is_a_bad_request_not_an_empty_one(client, world) -> None:
+    response = client.patch(
+        "/api/v1/annotators/me", data=b"\xff\xfe", content_type="application/json", headers=world["annotator"]
+    )
+    assert "not UTF-8" in json.dumps(problem(response, 400)["details"])
+
+
+def test_an_id_written_with_other_digits_than_ascii_is_not_found(client, world) -> None:
+    response = client.get(f"/api/v1/projects/%EF%BC%91{world['project']}", headers=world["manager"])  # "１"
+    problem(response, 404)

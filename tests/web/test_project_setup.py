@@ -165,6 +165,8 @@ def test_other_answer_kinds_and_currencies(world: World, as_user, engine) -> Non
         ({"min_level": "two"}, "Not a valid integer value."),
         ({"lease_minutes": "0"}, "Enter 1 to 10,080 minutes."),
         ({"gold_rate": "0.9"}, "Must be between 0.0 and 0.5."),
+        ({"gold_rate": "sNaN"}, "Not a valid decimal value."),
+        ({"agreement_threshold": "Infinity"}, "Not a valid decimal value."),
         ({"agreement_threshold": "0.2"}, "Must be between 0.5 and 1.0."),
         ({"deadline": _deadline(days=-1)}, "The deadline must be in the future."),
         ({"deadline": "tomorrow"}, "Not a valid datetime value."),
