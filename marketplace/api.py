@@ -2,14 +2,13 @@
 
 Every value a client sends is bounded here before it reaches the database or the standard library: ids fit the
 database's integer column (`MAX_ID`, also for ids in paths: `IdConverter`), amounts and prices have a ceiling,
-moments lie between 1970 and 9000, and JSON bodies are parsed by `marketplace.client_json`.
+moments lie between 1970 and 9000 (`marketplace.limits`), and JSON bodies are parsed by `marketplace.client_json`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import flask
@@ -24,18 +23,8 @@ from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import IntegerConverter, Map
 
 from marketplace.client_json import loads_client_json
+from marketplace.limits import EARLIEST, LATEST, MAX_ID
 
-#: ids are PostgreSQL `integer` columns
-MAX_ID = 2**31 - 1
-#: positions in the event stream are `bigint`
-MAX_POSITION = 2**63 - 1
-#: what one label may pay, or an annotator ask for one: 10,000,000.00 in a two-decimal currency
-MAX_PRICE_MINOR = 10**9
-#: a budget, a funding, a payout threshold: 100,000,000,000.00 in a two-decimal currency
-MAX_AMOUNT_MINOR = 10**13
-#: moments a client may name: far enough from the ends of Python's calendar that arithmetic on them never fails
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 PUBLIC = "labelforce_public"
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -15,9 +15,10 @@ from marketplace.accounts.auth import current_user, is_platform_admin, require_p
 from marketplace.accounts.models import Membership, OrgRole
 from marketplace.annotators import services
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorStatus, Skill
-from marketplace.api import MAX_PRICE_MINOR, Api, Blueprint, Currency, StrictInteger, money_dict, public
+from marketplace.api import Api, Blueprint, Currency, StrictInteger, money_dict, public
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, InvalidInput, NotFound
+from marketplace.limits import MAX_PRICE_MINOR
 
 blp = Blueprint("annotators", __name__, url_prefix="/api/v1", description="Skills and annotators")
 

@@ -13,10 +13,11 @@ from marshmallow import fields, validate
 
 from marketplace.accounts.auth import current_annotator, project_for
 from marketplace.accounts.models import OrgRole
-from marketplace.api import MAX_AMOUNT_MINOR, Api, Blueprint, Currency, Moment, MoneySchema, StrictInteger
+from marketplace.api import Api, Blueprint, Currency, Moment, MoneySchema, StrictInteger
 from marketplace.billing import services
 from marketplace.db import get_session
 from marketplace.errors import InvalidInput
+from marketplace.limits import MAX_AMOUNT_MINOR
 from marketplace.projects.models import Project
 from payments.money import Money
 

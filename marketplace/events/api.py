@@ -11,12 +11,13 @@ from sqlalchemy import func, select
 
 from marketplace.accounts.auth import current_user, project_for
 from marketplace.accounts.models import OrgRole, PlatformRole
-from marketplace.api import MAX_POSITION, Blueprint, Id
+from marketplace.api import Blueprint, Id
 from marketplace.db import get_session, utcnow
 from marketplace.errors import Forbidden
 from marketplace.events import services
 from marketplace.events.delivery import MAX_ATTEMPTS, SIGNATURE_HEADER
 from marketplace.events.models import DeliveryState, WebhookDelivery
+from marketplace.limits import MAX_POSITION
 
 blp = Blueprint("events", __name__, url_prefix="/api/v1", description="Event replay and webhooks")
 

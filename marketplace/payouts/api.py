@@ -19,10 +19,11 @@ from sqlalchemy import select
 from marketplace.accounts.auth import current_annotator, current_user, require_platform_role
 from marketplace.accounts.models import PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.api import MAX_AMOUNT_MINOR, MAX_ID, Api, Blueprint, Currency, Day, StrictInteger
+from marketplace.api import Api, Blueprint, Currency, Day, StrictInteger
 from marketplace.billing.agreement import check_earnings
 from marketplace.db import get_session, utcnow
 from marketplace.errors import InvalidInput, NotFound
+from marketplace.limits import MAX_AMOUNT_MINOR, MAX_ID
 from marketplace.payouts import services
 from payments import payout_runs, payouts, reconciliation
 from payments.payout_models import Payout, PayoutRun, PayoutState

@@ -16,19 +16,10 @@ from sqlalchemy import select
 
 from marketplace.accounts.auth import current_user, is_platform_admin, project_for
 from marketplace.accounts.models import Membership, Organisation, OrgRole
-from marketplace.api import (
-    MAX_AMOUNT_MINOR,
-    MAX_ID,
-    MAX_PRICE_MINOR,
-    Api,
-    Blueprint,
-    Currency,
-    Moment,
-    StrictInteger,
-    money_dict,
-)
+from marketplace.api import Api, Blueprint, Currency, Moment, StrictInteger, money_dict
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, InvalidInput, NotFound
+from marketplace.limits import MAX_AMOUNT_MINOR, MAX_ID, MAX_PRICE_MINOR
 from marketplace.projects import imports, services
 from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, TaskStatus
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from marketplace.api import MAX_ID
+from marketplace.limits import MAX_ID
 
 bp = Blueprint("web", __name__)
 

@@ -20,7 +20,7 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Optional, ValidationError
 
-from marketplace.api import EARLIEST, LATEST
+from marketplace.limits import EARLIEST, LATEST
 from marketplace.projects.label_schema import KINDS
 from marketplace.projects.models import ProjectStatus, ReviewPolicy
 

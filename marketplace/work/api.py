@@ -12,9 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_annotator
-from marketplace.api import MAX_ID, Api, Blueprint, StrictInteger, money_dict
+from marketplace.api import Api, Blueprint, StrictInteger, money_dict
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput
+from marketplace.limits import MAX_ID
 from marketplace.projects.models import Project, Task
 from marketplace.quality.policy import review_submitted_label
 from marketplace.work import decisions, leases, leasing
