@@ -1,6 +1,7 @@
 """JSON as clients send it: parsed so that what cannot be stored, or would crash the parser, is refused at the door.
 
-Python's `json.loads` accepts things that are not JSON (`NaN`, `Infinity`), fails with errors that are not
+Python's `json.loads` accepts things that are not JSON (`NaN`, `Infinity`), turns `1e999999` into infinity
+(which PostgreSQL's jsonb refuses), fails with errors that are not
 `JSONDecodeError` (a RecursionError for `[[[[...` nested a hundred thousand deep, a ValueError for an integer of
 more than 4,300 digits), and returns strings that no database takes: a NUL character (`\\u0000`; PostgreSQL's text
 and jsonb refuse it) or half of a surrogate pair (`\\ud800`; not encodable as UTF-8). `loads_client_json` turns
@@ -15,6 +16,7 @@ value the service itself wrote there (a flash message quoting a name) must alway
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import Request, request
@@ -23,6 +25,13 @@ from werkzeug.exceptions import BadRequest
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999999 is valid JSON, and infinity in Python
+        raise ValueError(f"the number {text[:40]} is too large")
+    return number
 
 
 def unstorable_text(value: str) -> str | None:
@@ -64,7 +73,7 @@ def loads_client_json(text: str | bytes) -> Any:
             shown = text.decode("utf-8", "replace")
             raise json.JSONDecodeError(f"the body is not UTF-8: {exc.reason}", shown, exc.start) from exc
     try:
-        document = json.loads(text, parse_constant=_refuse_constant)
+        document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError:
         raise
     except RecursionError as exc:

@@ -97,28 +97,36 @@ def open_payout_account(
     idempotency key (derived from the payee) hands back the same account on the retry, so nothing leaks.
     """
     existing = get_payout_account(session, reference=reference)
-    if existing is not None:
-        if existing.country != country.upper():
-            raise PayoutAccountCountryConflict(
-                f"The payout account is in {existing.country}; an account's country cannot change.",
-                details={"country": existing.country},
-            )
-        return existing
-    created = gateway.create_connected_account(
-        reference=reference, country=country.upper(), currency=currency.upper(), email=email
-    )
-    account = PayoutAccount(
-        reference=reference,
-        gateway=gateway.name,
-        gateway_account_id=created.id,
-        country=(created.country or country).upper(),
-        currency=(created.currency or currency).upper(),
-        payouts_enabled=created.payouts_enabled and created.transfers_enabled,
-        details_submitted=created.details_submitted,
-    )
-    session.add(account)
-    session.flush()  # generate account.id
-    return account
+    if existing is None:
+        created = gateway.create_connected_account(
+            reference=reference, country=country.upper(), currency=currency.upper(), email=email
+        )
+        account = PayoutAccount(
+            reference=reference,
+            gateway=gateway.name,
+            gateway_account_id=created.id,
+            country=(created.country or country).upper(),
+            currency=(created.currency or currency).upper(),
+            payouts_enabled=created.payouts_enabled and created.transfers_enabled,
+            details_submitted=created.details_submitted,
+        )
+        try:
+            with session.begin_nested():
+                session.add(account)
+                session.flush()  # generate account.id
+            return account
+        except IntegrityError:
+            # A concurrent request for the same payee (a double click) recorded it first: the gateway's key gave
+            # both the same account, so theirs is ours.
+            existing = get_payout_account(session, reference=reference)
+            if existing is None:
+                raise
+    if existing.country != country.upper():
+        raise PayoutAccountCountryConflict(
+            f"The payout account is in {existing.country}; an account's country cannot change.",
+            details={"country": existing.country},
+        )
+    return existing
 
 
 def onboarding_link(

@@ -28,6 +28,7 @@ def _safe_next(target: str | None) -> str | None:
         or not target.startswith("/")
         or target.startswith("//")
         or "\\" in target
+        or not target.isprintable()  # a CR or LF would end the Location header (and fail the redirect)
     ):
         return None
     return target

@@ -9,14 +9,19 @@ from marketplace.limits import MAX_ID
 bp = Blueprint("web", __name__)
 
 
-def id_arg(name: str) -> int | None:
-    """An id from the query string (a filter, a page's cursor), or None when it is absent or could be no row's id
-    (not digits, zero, past the database's integer column): the page then shows what it shows without it."""
-    value = request.args.get(name, "")
-    if not (value.isascii() and value.isdigit()):
+def parse_id(value: str | None) -> int | None:
+    """`value` as a row's id, or None when it could be no row's id: absent, not ASCII digits ("²" is a digit to
+    `str.isdigit`, not to `int`), zero, or past the database's integer column."""
+    if not value or not (value.isascii() and value.isdigit()):
         return None
     number = int(value)
     return number if 1 <= number <= MAX_ID else None
+
+
+def id_arg(name: str) -> int | None:
+    """An id from the query string (a filter, a page's cursor), or None when it is absent or could be no row's id:
+    the page then shows what it shows without it."""
+    return parse_id(request.args.get(name))
 
 
 #: Pages load nothing from elsewhere but the items' own images; no inline script or style is needed.

@@ -23,7 +23,7 @@ from marketplace.quality import appeals
 from marketplace.quality.models import Appeal
 from marketplace.quality.policy import review_submitted_label
 from marketplace.web.access import WORK, area_required, reload_user_on_retry
-from marketplace.web.blueprint import bp, id_arg
+from marketplace.web.blueprint import bp, id_arg, parse_id
 from marketplace.web.forms import ActionForm, AppealForm, NextTaskForm, SubmitLabelForm
 from marketplace.work import decisions, leases, leasing
 from marketplace.work.models import Assignment, AssignmentState, Label
@@ -78,7 +78,7 @@ def next_task() -> Response:
         return redirect(url_for("web.workspace"))
     session = get_session()
     annotator = current_annotator(session)
-    project_id = int(form.project_id.data) if (form.project_id.data or "").isdigit() else None
+    project_id = parse_id(form.project_id.data)
     outcome = leasing.lease_next_assignment(
         session,
         annotator=annotator,

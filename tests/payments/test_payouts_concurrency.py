@@ -103,3 +103,37 @@ def test_a_claim_in_progress_is_skipped_not_waited_for(scope: SessionScope) -> N
             taken = payouts.claim_payouts(other, worker="other", now=utcnow(), limit=10)
     assert [c.payout_id for c in held] == ids[:3]
     assert [c.payout_id for c in taken] == ids[3:]
+
+
+def test_two_requests_opening_the_same_payees_account_at_once_get_the_same_account(
+    scope: SessionScope,
+) -> None:
+    """A double click on "start onboarding": the second request's insert waits for the first's, then finds the
+    account recorded rather than failing on the unique key (the gateway's idempotency gave both the same id)."""
+    gateway = LocalGateway()
+    opened: dict[str, object] = {}
+    errors: list[BaseException] = []
+    with scope() as first:
+        mine = payouts.open_payout_account(
+            first, gateway=gateway, reference="annotator:7", country="DE", currency="EUR"
+        )
+
+        def second_request() -> None:
+            try:
+                with scope() as second:
+                    theirs = payouts.open_payout_account(
+                        second, gateway=gateway, reference="annotator:7", country="DE", currency="EUR"
+                    )
+                    opened["id"] = theirs.id
+            except BaseException as exc:  # the assertion below names it
+                errors.append(exc)
+
+        thread = threading.Thread(target=second_request)
+        thread.start()
+        time.sleep(0.3)  # the second request is now waiting on the first's uncommitted row
+        assert thread.is_alive()
+    thread.join(timeout=30)
+    assert errors == []
+    assert opened["id"] == mine.id
+    with scope() as session:
+        assert session.scalar(text("SELECT count(*) FROM payout_accounts")) == 1

@@ -3,9 +3,12 @@ calendar, ids past the integer column in query strings, and a session cookie hol
 
 from __future__ import annotations
 
+import io
+
 from sqlalchemy import func, select
 
 from marketplace.projects.models import Project
+from tests import factories as f
 from tests.web.conftest import World
 
 
@@ -56,3 +59,38 @@ def test_the_session_cookie_reads_back_whatever_the_service_wrote_into_it(world:
         session["_flashes"] = [("message", "Project “a\x00b” created")]
     assert client.get("/healthz").status_code == 200
     assert client.get("/projects").status_code == 200
+
+
+def test_a_login_whose_next_holds_a_line_break_goes_home(world: World, client) -> None:
+    """A CR or LF in `next` would end the Location header: the redirect failed after the login had happened."""
+    for target in ("/projects\r\nX: y", "/projects\n", "/projects\rx"):
+        response = client.post(
+            "/login",
+            query_string={"next": target},
+            data={"email": world.manager.email, "password": f.PASSWORD},
+        )
+        assert response.status_code == 302, target
+        assert response.headers["Location"] == "/", target
+        client.post("/logout")
+
+
+def test_asking_for_work_in_a_project_that_could_be_no_id_is_asking_without_one(
+    world: World, as_user
+) -> None:
+    client = as_user(world.annotator_user)
+    for project_id in ("²", "¹²", str(2**63), str(10**100), "0"):
+        response = client.post("/work/next", data={"project_id": project_id})
+        assert response.status_code in (302, 303), (project_id, response.status_code)
+
+
+def test_an_import_with_a_number_too_large_for_a_float_lists_the_line(world: World, as_user, engine) -> None:
+    body = b'{"external_id": "inf", "payload": {"x": 1e999999}}\n{"external_id": "ok", "payload": {"x": 1}}\n'
+    response = as_user(world.manager).post(
+        f"/projects/{world.project.id}/import",
+        data={"file": (io.BytesIO(body), "tasks.jsonl"), "format": "auto"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "Nothing was imported" in page
+    assert "too large" in page
