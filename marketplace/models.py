@@ -2,6 +2,7 @@
 
 from marketplace.accounts.models import ApiToken, Membership, Organisation, OrgRole, PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus, Skill
+from marketplace.billing.models import Bonus
 from marketplace.events.models import Event, EventStream, WebhookDelivery, WebhookSecret
 from marketplace.planning.models import Offer, PlanRun
 from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, Task, TaskStatus
@@ -17,6 +18,7 @@ __all__ = [
     "Appeal",
     "Assignment",
     "AssignmentState",
+    "Bonus",
     "ConsensusItem",
     "Event",
     "EventStream",

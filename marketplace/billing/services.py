@@ -27,6 +27,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from marketplace.annotators.models import AnnotatorProfile
+from marketplace.billing.models import Bonus
 from marketplace.db import utcnow
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.projects.models import Project
@@ -45,6 +46,8 @@ FUNDING_SOURCES = {"stripe": STRIPE_FUNDING_ACCOUNT, "local": LOCAL_FUNDING_ACCO
 #: transaction kinds written by billing (a hold's posting and voiding inherit the hold's kind)
 KIND_FUNDING = "funding"
 KIND_LABEL_PAYMENT = "label_payment"
+#: a bonus paid from a project's budget (marketplace.billing.bonuses)
+KIND_BONUS = "bonus"
 #: the kinds the payouts flow writes on payable accounts: its holds (and so their postings), and reversals
 KIND_PAYOUT = payouts.KIND_PAYOUT
 KIND_PAYOUT_REVERSAL = payouts.KIND_PAYOUT_REVERSAL
@@ -63,20 +66,20 @@ def payable_account_code(annotator_id: int) -> str:
     return f"annotator:{annotator_id}:payable"
 
 
-def _budget_spec(project_id: int, currency: str) -> ledger.AccountSpec:
+def budget_account_spec(project_id: int, currency: str) -> ledger.AccountSpec:
     return ledger.AccountSpec(
         code=budget_account_code(project_id), currency=currency, kind="liability", no_overdraft=True
     )
 
 
-def _payable_spec(annotator_id: int, currency: str) -> ledger.AccountSpec:
+def payable_account_spec(annotator_id: int, currency: str) -> ledger.AccountSpec:
     return ledger.AccountSpec(
         code=payable_account_code(annotator_id), currency=currency, kind="liability", no_overdraft=True
     )
 
 
 def _budget_account(session: Session, project_id: int, currency: str) -> Account:
-    spec = _budget_spec(project_id, currency)
+    spec = budget_account_spec(project_id, currency)
     return ledger.ensure_accounts(session, [spec])[(spec.code, currency)]
 
 
@@ -145,12 +148,12 @@ def hold_for_assignment(session: Session, *, assignment: Assignment) -> LedgerTr
     currency = project.currency
     price = Money(assignment.price_minor, currency)
     fee = Money(assignment.fee_minor, currency)
-    specs = [_budget_spec(project.id, currency)]
+    specs = [budget_account_spec(project.id, currency)]
     legs: list[ledger.Leg] = []
     if price.is_positive or fee.is_positive:
         legs.append(ledger.debit(budget_account_code(project.id), price + fee))
     if price.is_positive:
-        specs.append(_payable_spec(assignment.annotator_id, currency))
+        specs.append(payable_account_spec(assignment.annotator_id, currency))
         legs.append(ledger.credit(payable_account_code(assignment.annotator_id), price))
     if fee.is_positive:
         specs.append(ledger.AccountSpec(code=FEES_ACCOUNT, currency=currency, kind="revenue"))
@@ -241,23 +244,26 @@ class BudgetSummary:
     held: Money
     #: paid to annotators for accepted labels
     spent: Money
-    #: the platform's fees on those labels
+    #: the platform's fees on those labels and on bonuses
     fees: Money
     #: the posted balance: funded less everything paid out of the budget
     remaining: Money
     #: remaining less held: what new leases can still reserve
     available: Money
+    #: paid to annotators as bonuses (marketplace.billing.bonuses)
+    bonuses: Money
 
     def to_json(self) -> dict[str, Any]:
         """The API's shape."""
         return {
             "project_id": self.project_id,
             "currency": self.currency,
-            **{
-                name: getattr(self, name).to_json()
-                for name in ("funded", "held", "spent", "fees", "remaining", "available")
-            },
+            **{name: getattr(self, name).to_json() for name in BUDGET_FIELDS},
         }
+
+
+#: a budget summary's amounts, in the order people read them
+BUDGET_FIELDS = ("funded", "held", "spent", "bonuses", "fees", "remaining", "available")
 
 
 def project_budget(session: Session, *, project: Project) -> BudgetSummary:
@@ -267,7 +273,7 @@ def project_budget(session: Session, *, project: Project) -> BudgetSummary:
     code = budget_account_code(project.id)
     account = session.scalar(select(Account).where(Account.code == code, Account.currency == currency))
     if account is None:
-        return BudgetSummary(project.id, currency, zero, zero, zero, zero, zero, zero)
+        return BudgetSummary(project.id, currency, zero, zero, zero, zero, zero, zero, zero)
     balance = ledger.balance(session, account_code=code, currency=currency)
     funded = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
@@ -284,9 +290,9 @@ def project_budget(session: Session, *, project: Project) -> BudgetSummary:
     paid_from_budget = select(LedgerEntry.transaction_id).where(
         LedgerEntry.account_id == account.id, LedgerEntry.direction == "debit"
     )
-    spent = fees = 0
-    for counter_code, total in session.execute(
-        select(Account.code, func.sum(LedgerEntry.amount_minor))
+    spent = fees = bonuses = 0
+    for counter_code, kind, total in session.execute(
+        select(Account.code, LedgerTransaction.kind, func.sum(LedgerEntry.amount_minor))
         .join(Account, Account.id == LedgerEntry.account_id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
         .where(
@@ -294,10 +300,12 @@ def project_budget(session: Session, *, project: Project) -> BudgetSummary:
             LedgerEntry.direction == "credit",
             LedgerTransaction.status == TransactionStatus.POSTED.value,
         )
-        .group_by(Account.code)
+        .group_by(Account.code, LedgerTransaction.kind)
     ):
         if counter_code == FEES_ACCOUNT:
             fees += int(total)
+        elif counter_code.startswith("annotator:") and kind == KIND_BONUS:
+            bonuses += int(total)
         elif counter_code.startswith("annotator:"):
             spent += int(total)
     return BudgetSummary(
@@ -309,6 +317,7 @@ def project_budget(session: Session, *, project: Project) -> BudgetSummary:
         fees=Money(fees, currency),
         remaining=balance.posted,
         available=balance.available,
+        bonuses=Money(bonuses, currency),
     )
 
 
@@ -345,14 +354,26 @@ class LabelEarning:
 
 
 @dataclass(frozen=True, slots=True)
+class BonusEarning:
+    """One bonus: from which project, how much and why."""
+
+    bonus_id: int
+    project_id: int
+    granted_at: datetime
+    amount: Money
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DayEarnings:
-    """One day: labels by review state (on the day submitted) and payouts (on the day made)."""
+    """One day: labels by review state (on the day submitted), bonuses and payouts (on the day given or made)."""
 
     day: date
     pending: Money
     accepted: Money
     rejected: Money
     paid_out: Money
+    bonuses: Money
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +390,8 @@ class Earnings:
     accepted: Money
     #: price of rejected labels (not earned)
     rejected: Money
+    #: bonuses given in the period (already payable)
+    bonuses: Money
     #: sent to the annotator's connected account by confirmed payouts, less reversed transfers
     paid_out: Money
     #: in payouts requested and not yet confirmed (all time)
@@ -377,6 +400,7 @@ class Earnings:
     payable: Money
     days: list[DayEarnings]
     labels: list[LabelEarning]
+    bonus_items: list[BonusEarning]
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:
@@ -393,7 +417,8 @@ def annotator_earnings(
     currency: str | None = None,
     label_limit: int = 1000,
 ) -> Earnings:
-    """Per label and per day: pending, accepted, rejected, paid out, in [since, until) (default: 30 days)."""
+    """Per label and per day: pending, accepted, rejected, bonuses and paid out, in [since, until) (default:
+    30 days)."""
     profile = session.get(AnnotatorProfile, annotator_id)
     if profile is None:
         raise NotFound(f"Annotator {annotator_id} not found.")
@@ -454,6 +479,20 @@ def annotator_earnings(
         balance = ledger.balance(session, account_code=payable_code, currency=currency)
         payable_now, payout_pending = balance.available, balance.pending_debits
 
+    bonus_rows = session.scalars(
+        select(Bonus)
+        .where(
+            Bonus.annotator_id == annotator_id,
+            Bonus.currency == currency,
+            Bonus.created_at >= since,
+            Bonus.created_at < until,
+        )
+        .order_by(Bonus.id.desc())
+    ).all()
+    bonus_by_day: dict[date, int] = defaultdict(int)
+    for bonus in bonus_rows:
+        bonus_by_day[bonus.created_at.date()] += bonus.amount_minor
+
     by_day: dict[date, dict[str, int]] = defaultdict(lambda: {"pending": 0, "accepted": 0, "rejected": 0})
     labels: list[LabelEarning] = []
     for row in rows:
@@ -479,8 +518,9 @@ def annotator_earnings(
             accepted=Money(by_day[day]["accepted"], currency) if day in by_day else zero,
             rejected=Money(by_day[day]["rejected"], currency) if day in by_day else zero,
             paid_out=Money(paid_by_day.get(day, 0), currency),
+            bonuses=Money(bonus_by_day.get(day, 0), currency),
         )
-        for day in sorted(by_day.keys() | paid_by_day.keys())
+        for day in sorted(by_day.keys() | paid_by_day.keys() | bonus_by_day.keys())
     ]
     return Earnings(
         annotator_id=annotator_id,
@@ -491,8 +531,19 @@ def annotator_earnings(
         accepted=Money.total((d.accepted for d in days), currency),
         rejected=Money.total((d.rejected for d in days), currency),
         paid_out=Money.total((d.paid_out for d in days), currency),
+        bonuses=Money.total((d.bonuses for d in days), currency),
         payout_pending=payout_pending,
         payable=payable_now,
         days=days,
         labels=labels,
+        bonus_items=[
+            BonusEarning(
+                bonus_id=bonus.id,
+                project_id=bonus.project_id,
+                granted_at=bonus.created_at,
+                amount=Money(bonus.amount_minor, currency),
+                reason=bonus.reason,
+            )
+            for bonus in bonus_rows[:label_limit]
+        ],
     )

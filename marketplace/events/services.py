@@ -43,6 +43,7 @@ EVENT_TYPES: dict[str, str] = {
     "item.completed": "task_id, external_id, labels_accepted",
     "project.at_risk": "at_risk, reasons, eta_at_pace, eta_at_capacity, deadline",
     "budget.low": "low, available, needed_for_remaining, remaining_labels",
+    "bonus.granted": "bonus_id, annotator_id, amount, reason",
     "payout.sent": "payout_id, annotator_id, amount",
     "payout.failed": "payout_id, annotator_id, amount, reason",
 }

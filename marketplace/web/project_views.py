@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from marketplace.accounts.auth import current_user, is_platform_admin, organisation_role, project_for
 from marketplace.accounts.models import Membership, Organisation
-from marketplace.billing.services import BudgetSummary
+from marketplace.billing.services import BUDGET_FIELDS, BudgetSummary
 from marketplace.db import get_session, utcnow
 from marketplace.errors import Conflict, InvalidInput
 from marketplace.planning.models import Offer, PlanRun
@@ -131,7 +131,7 @@ def _budget(project: Project, data: dict[str, Any]) -> BudgetSummary:
     """The throughput service's budget (the API's JSON shape) as Money again, for Money.format()."""
     amounts = {
         name: Money(int(data[name]["amount_minor"]), str(data[name]["currency"]))
-        for name in ("funded", "held", "spent", "fees", "remaining", "available")
+        for name in BUDGET_FIELDS
     }
     return BudgetSummary(project_id=project.id, currency=project.currency, **amounts)
 
