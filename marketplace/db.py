@@ -155,6 +155,15 @@ def init_app(app: Flask) -> None:
                 session.commit()
             else:
                 session.rollback()
+        except DBAPIError as exc:
+            if not is_retryable(exc):
+                raise
+            # The commit lost to a concurrent transaction (a deadlock found while flushing, say): the answer
+            # already built would be a lie. Say so, and that the same request again is safe.
+            from marketplace.errors import concurrent_update_response
+
+            session.rollback()
+            return concurrent_update_response()
         finally:
             session.close()
         return response

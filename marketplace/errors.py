@@ -9,8 +9,10 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from payments.ledger import is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,23 @@ def handle_data_error(exc: DataError) -> Response:
     return _render(422, "invalid_input", "A value is out of range or cannot be stored.")
 
 
+def concurrent_update_response() -> Response:
+    """The database undid this request's transaction for a concurrent one (a deadlock victim, a serialization
+    failure, a busy SQLite file): nothing was written, and the same request again will most likely pass."""
+    response = _render(
+        503,
+        "concurrent_update",
+        "A concurrent request changed the same rows and this one was undone; nothing was saved. Send it again.",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def handle_unexpected(exc: Exception) -> Response:
+    if isinstance(exc, DBAPIError) and is_retryable(exc):
+        log.warning("transaction undone for a concurrent one: %s", exc.orig)
+        _discard_failed_work()
+        return concurrent_update_response()
     if isinstance(exc, OperationalError):
         log.exception("database unavailable")
         return _render(503, "unavailable", "The database is unavailable; retry shortly.")

@@ -94,9 +94,15 @@ def open_payout_account(
     in another country is a PayoutAccountCountryConflict.
 
     The gateway call happens inside the caller's transaction: if the transaction then fails, the gateway's
-    idempotency key (derived from the payee) hands back the same account on the retry, so nothing leaks.
+    idempotency key (derived from the payee) hands back the same account on the retry, so nothing leaks. Two
+    first requests for one payee at once take turns (a transaction-scoped lock on the payee's reference, on
+    PostgreSQL; SQLite runs one writer at a time): the second finds the first's account instead of asking the
+    gateway for another, which one in another country would otherwise get and leave unrecorded.
     """
     existing = get_payout_account(session, reference=reference)
+    if existing is None and session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(reference, 0))))
+        existing = get_payout_account(session, reference=reference)
     if existing is None:
         created = gateway.create_connected_account(
             reference=reference, country=country.upper(), currency=currency.upper(), email=email

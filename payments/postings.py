@@ -425,8 +425,13 @@ def post_transaction(
     reference: str,
     legs: Sequence[Leg],
     metadata: dict[str, Any] | None = None,
+    at_commit: bool = False,
 ) -> LedgerTransaction:
-    """Post a balanced transaction once per idempotency key; a same-content retry returns the first."""
+    """Post a balanced transaction once per idempotency key; a same-content retry returns the first.
+
+    `at_commit`: check the limits now against the committed balances, and change (and lock) the balance rows
+    only at the commit (`payments.deferred_balances`), which may then raise the retryable FundsTakenBeforeCommit.
+    """
     validate_header(idempotency_key=idempotency_key, kind=kind, reference=reference)
     legs = normalise_legs(legs)
     if not legs:
@@ -440,6 +445,7 @@ def post_transaction(
         status=TransactionStatus.POSTED,
         legs=legs,
         metadata=metadata,
+        at_commit=at_commit,
     )
 
 

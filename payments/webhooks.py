@@ -27,11 +27,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from payments import ledger, payout_outcomes, payouts
 from payments.db import utcnow
-from payments.errors import PayoutError
+from payments.errors import IdempotencyConflict, PayoutError
 from payments.gateways.base import FundingResult, PayoutGateway, WebhookEvent
 from payments.gateways.stripe import funding_from, verify_webhook
 from payments.money import Money
@@ -222,11 +223,17 @@ def _on_bank_payout(session: Session, event: WebhookEvent) -> bool:
         return False
     currency = str(obj.get("currency", "")).upper()
     arrival = obj.get("arrival_date")
-    row = session.get(StripeBankPayout, str(obj["id"]), with_for_update=True, populate_existing=True)
-    if row is None:
-        row = StripeBankPayout(id=str(obj["id"]), account=event.account, status=status)
-        session.add(row)
-    elif BANK_PAYOUT_RANK[status] < BANK_PAYOUT_RANK[row.status]:
+    # Insert-or-nothing, then lock: two events of a new payout processed at once (paid and failed, say) both
+    # reach the row, the second after the first's commit, and the ranks decide (failed beats paid).
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(StripeBankPayout)
+        .values(id=str(obj["id"]), account=event.account, status=status, amount_minor=0, currency=currency)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    row = session.get_one(StripeBankPayout, str(obj["id"]), with_for_update=True, populate_existing=True)
+    if BANK_PAYOUT_RANK[status] < BANK_PAYOUT_RANK[row.status]:
         return True
     row.status = status
     row.amount_minor = int(obj.get("amount") or 0)
@@ -420,15 +427,14 @@ def request_funding(
     """
     if amount.amount <= 0:
         raise PayoutError("a funding is a positive amount")
+    _refuse_other_funding(_stored_funding(session, idempotency_key), reference=reference, amount=amount)
     result = gateway.create_funding(
         amount=amount,
         reference=reference,
         idempotency_key=f"funding:{idempotency_key}",
         metadata={"funding_key": idempotency_key[:500]},
     )
-    row = session.scalars(
-        select(StripeFunding).where(StripeFunding.idempotency_key == idempotency_key)
-    ).one_or_none()
+    row = _stored_funding(session, idempotency_key)
     if row is None:
         row = StripeFunding(
             reference=reference,
@@ -438,6 +444,32 @@ def request_funding(
             currency=amount.currency,
             status="requested",
         )
-        session.add(row)
-        session.flush()  # generate row.id
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()  # generate row.id; a concurrent retry's row is refused here
+        except IntegrityError:
+            # The same request at the same moment: Stripe gave both the same PaymentIntent, and the other one
+            # recorded it first (this insert waited for its commit).
+            row = _stored_funding(session, idempotency_key)
+            if row is None:
+                raise
+    _refuse_other_funding(row, reference=reference, amount=amount)
     return row, result
+
+
+def _stored_funding(session: Session, idempotency_key: str) -> StripeFunding | None:
+    return session.scalars(
+        select(StripeFunding).where(StripeFunding.idempotency_key == idempotency_key)
+    ).one_or_none()
+
+
+def _refuse_other_funding(row: StripeFunding | None, *, reference: str, amount: Money) -> None:
+    """IdempotencyConflict if the key's funding asked for something else (Stripe would refuse the same)."""
+    if row is None:
+        return
+    if (row.reference, row.amount_minor, row.currency) != (reference, amount.amount, amount.currency):
+        raise IdempotencyConflict(
+            "This key already asked for another funding; a retry sends the same amount.",
+            details={"amount_minor": row.amount_minor, "currency": row.currency},
+        )

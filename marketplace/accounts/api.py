@@ -16,7 +16,7 @@ from marketplace.accounts.auth import current_user
 from marketplace.accounts.models import Membership, Organisation
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.api import Api, Blueprint, public
-from marketplace.db import get_session
+from marketplace.db import get_session, retry_transaction
 from marketplace.ratelimit import LOGIN_LIMIT, limiter
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1", description="Authentication and identity")
@@ -68,6 +68,7 @@ class Tokens(MethodView):
 @blp.route("/tokens/<int:token_id>")
 class TokenById(MethodView):
     @blp.response(204)
+    @retry_transaction
     def delete(self, token_id: int) -> None:
         """Revoke one of your tokens."""
         services.revoke_token(get_session(), user=current_user(), token_id=token_id)

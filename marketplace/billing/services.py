@@ -208,6 +208,8 @@ def pay_for_label(session: Session, *, assignment: Assignment, label_id: int) ->
     legs = ledger.hold_legs(session, hold=hold)
     if not legs:
         return resolution  # a free label: there is nothing to pay
+    # At the commit, as a hold's posting would be: an upheld appeal then takes the budget's and the payable's
+    # locks after the annotator's and the item's rows, in the order every other decision takes them.
     return ledger.post_transaction(
         session,
         idempotency_key=key,
@@ -215,6 +217,7 @@ def pay_for_label(session: Session, *, assignment: Assignment, label_id: int) ->
         reference=reference,
         legs=legs,
         metadata={**metadata, "released_hold_id": hold_id},
+        at_commit=True,
     )
 
 
@@ -416,6 +419,7 @@ def annotator_earnings(
     until: datetime | None = None,
     currency: str | None = None,
     label_limit: int = 1000,
+    bonus_limit: int = 1000,
 ) -> Earnings:
     """Per label and per day: pending, accepted, rejected, bonuses and paid out, in [since, until) (default:
     30 days)."""
@@ -544,6 +548,6 @@ def annotator_earnings(
                 amount=Money(bonus.amount_minor, currency),
                 reason=bonus.reason,
             )
-            for bonus in bonus_rows[:label_limit]
+            for bonus in bonus_rows[:bonus_limit]
         ],
     )

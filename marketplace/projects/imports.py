@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -178,6 +178,12 @@ def import_tasks(
     """Import `rows` into `project`: all or nothing, existing external ids left as they are."""
     if project.status == ProjectStatus.COMPLETED:
         raise Conflict("A completed project takes no more tasks.", code="project_completed")
+    if session.get_bind().dialect.name == "postgresql":
+        # One import into a project at a time (until the commit): two that share external ids in different
+        # orders would otherwise lock each other's index entries and deadlock. SQLite has one writer anyway.
+        session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(f"import:project:{project.id}", 0)))
+        )
     errors: list[dict[str, Any]] = []
     bad_rows = 0
     seen: dict[str, int] = {}

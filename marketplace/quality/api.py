@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from marketplace.accounts.auth import current_annotator, current_user
 from marketplace.accounts.models import User
 from marketplace.api import Blueprint, Id
-from marketplace.db import get_session, utcnow
+from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import NotFound
 from marketplace.projects.models import Project, Task
 from marketplace.quality import appeals, review
@@ -122,6 +122,7 @@ def _reviewable_project_id(session: Session, user: User, query: dict[str, Any]) 
 class NextReview(MethodView):
     @blp.arguments(QueueQuery, location="query")
     @blp.response(200)
+    @retry_transaction
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """Claim the oldest label waiting for review in your organisations (`label` is null when none waits)."""
         session = get_session()
@@ -137,6 +138,7 @@ class NextReview(MethodView):
 class ReviewLabel(MethodView):
     @blp.arguments(ReviewIn)
     @blp.response(200)
+    @retry_transaction
     def post(self, body: dict[str, Any], label_id: int) -> dict[str, Any]:
         """Accept or reject (with a reason) a label waiting for review; never your own."""
         session = get_session()
@@ -155,6 +157,7 @@ class ReviewLabel(MethodView):
 class LabelAppeal(MethodView):
     @blp.arguments(AppealIn)
     @blp.response(201)
+    @retry_transaction
     def post(self, body: dict[str, Any], label_id: int) -> dict[str, Any]:
         """Appeal the rejection of your label (once per label, within 30 days)."""
         session = get_session()
@@ -199,6 +202,7 @@ class NextAppeal(MethodView):
 class DecideAppeal(MethodView):
     @blp.arguments(AppealDecisionIn)
     @blp.response(200)
+    @retry_transaction
     def post(self, body: dict[str, Any], appeal_id: int) -> dict[str, Any]:
         """Uphold (the label is accepted and paid) or deny (with a reason) an appeal; not on your own rejection."""
         session = get_session()

@@ -29,6 +29,7 @@ from payments.errors import (
     GatewayError,
     GatewayOutcomeUnknownError,
     GatewayUnavailableError,
+    IdempotencyConflict,
     InvalidAmount,
     TransferDeclinedError,
     WebhookSignatureError,
@@ -400,6 +401,13 @@ class StripeGateway:
                 },
                 options={"idempotency_key": idempotency_key},
             )
+        except stripe.IdempotencyError as exc:
+            # Asking for money moves none: another amount under a used key is the client's mistake, not an
+            # outcome to look up.
+            raise IdempotencyConflict(
+                "This key already asked Stripe for another funding; a retry sends the same amount.",
+                details={"stripe_code": exc.code, "request_id": exc.request_id},
+            ) from exc
         except stripe.StripeError as exc:
             raise map_stripe_error(exc) from exc
         return funding_from(intent.to_dict())
