@@ -37,6 +37,7 @@ def init_app(app: Flask) -> None:
     # Importing the view modules attaches their routes to `bp`.
     from marketplace.web import (  # noqa: F401
         account_views,
+        bonus_views,
         finance_views,
         payout_views,
         project_settings_views,

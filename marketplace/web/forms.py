@@ -195,6 +195,20 @@ class FundingForm(FlaskForm):
     funding_key = HiddenField(validators=[DataRequired()])
 
 
+class BonusForm(FlaskForm):
+    """Who gets a bonus, how much in the project's currency and why, and the key that makes a double submit pay
+    once. The annotator is a <select> of the people who labelled in the project, written by the template; the
+    reason's length is checked by the API's schema once the browser's CRLF line breaks are read as one."""
+
+    annotator_id = StringField("Annotator", validators=[DataRequired("Choose who gets the bonus.")])
+    amount = StringField("Amount", validators=[DataRequired("Enter an amount.")])
+    reason = TextAreaField(
+        "Reason (the annotator reads it)",
+        validators=[DataRequired("Say why: the annotator reads the reason.")],
+    )
+    bonus_key = HiddenField(validators=[DataRequired()])
+
+
 class PayoutAccountForm(FlaskForm):
     """Open the payout account (its country is needed the first time) or continue its onboarding."""
 

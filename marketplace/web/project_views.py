@@ -130,8 +130,7 @@ def project(project_id: int) -> str:
 def _budget(project: Project, data: dict[str, Any]) -> BudgetSummary:
     """The throughput service's budget (the API's JSON shape) as Money again, for Money.format()."""
     amounts = {
-        name: Money(int(data[name]["amount_minor"]), str(data[name]["currency"]))
-        for name in BUDGET_FIELDS
+        name: Money(int(data[name]["amount_minor"]), str(data[name]["currency"])) for name in BUDGET_FIELDS
     }
     return BudgetSummary(project_id=project.id, currency=project.currency, **amounts)
 

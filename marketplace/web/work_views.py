@@ -31,6 +31,8 @@ from payments.money import Money
 
 HISTORY_PAGE = 50
 EARNINGS_PERIODS = (7, 30, 90)
+#: the latest bonuses of the period the earnings page lists
+EARNINGS_BONUSES_SHOWN = 200
 
 
 def _price(assignment: Assignment) -> Money:
@@ -324,14 +326,30 @@ def history() -> str:
 @bp.get("/work/earnings")
 @area_required(WORK)
 def earnings() -> str:
-    """Pending, accepted, rejected and paid out, in total and per day, over 7, 30 or 90 days."""
+    """Pending, accepted, rejected, bonuses and paid out, in total and per day, over 7, 30 or 90 days; the
+    period's bonuses with their projects and reasons."""
     session = get_session()
     annotator = current_annotator(session)
     days = request.args.get("days", type=int)
     days = days if days in EARNINGS_PERIODS else 30
     now = utcnow()
     report = annotator_earnings(
-        session, annotator_id=annotator.id, since=now - timedelta(days=days), until=now, label_limit=0
+        session,
+        annotator_id=annotator.id,
+        since=now - timedelta(days=days),
+        until=now,
+        label_limit=0,
+        bonus_limit=EARNINGS_BONUSES_SHOWN,
+    )
+    project_ids = {item.project_id for item in report.bonus_items}
+    project_names = (
+        dict(
+            session.execute(select(Project.id, Project.name).where(Project.id.in_(project_ids)))
+            .tuples()
+            .all()
+        )
+        if project_ids
+        else {}
     )
     return render_template(
         "web/work/earnings.html",
@@ -339,4 +357,6 @@ def earnings() -> str:
         days=days,
         periods=EARNINGS_PERIODS,
         my_price=Money(annotator.price_minor, annotator.currency),
+        project_names=project_names,
+        bonuses_shown=EARNINGS_BONUSES_SHOWN,
     )
