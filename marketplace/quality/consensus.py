@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.billing.services import affordable_slots
 from marketplace.projects.label_schema import values_agree
-from marketplace.projects.models import Project, TaskStatus
+from marketplace.projects.models import Project, ProjectStatus, ReviewPolicy, Task, TaskStatus
 from marketplace.quality.accuracy import CONSENSUS_WEIGHT
 from marketplace.quality.models import ConsensusItem, ReviewEntry
 from marketplace.quality.outcomes import (
@@ -49,15 +49,10 @@ def agreeing_groups(schema: dict[str, object], labels: list[Label]) -> list[list
     return sorted(groups, key=len, reverse=True)
 
 
-def evaluate_item(session: Session, *, project: Project, task_id: int, now: datetime, fee_bps: int) -> str:
-    """Decide the item's labels if all are in: "decided", "extended", "escalated" or "waiting"."""
-    task = lock_task(session, task_id)
-    item = session.get(ConsensusItem, task_id)
-    if item is None:
-        item = ConsensusItem(task_id=task_id, extra_labels=0)
-        session.add(item)
+def _voting_labels(session: Session, task_id: int) -> list[Label]:
+    """The item's labels that take part in consensus: pending or accepted, not gold, not sent to a reviewer."""
     in_review = exists().where(ReviewEntry.label_id == Label.id)
-    labels = list(
+    return list(
         session.scalars(
             select(Label)
             .where(
@@ -69,6 +64,16 @@ def evaluate_item(session: Session, *, project: Project, task_id: int, now: date
             .order_by(Label.id)
         )
     )
+
+
+def evaluate_item(session: Session, *, project: Project, task_id: int, now: datetime, fee_bps: int) -> str:
+    """Decide the item's labels if all are in: "decided", "extended", "escalated" or "waiting"."""
+    task = lock_task(session, task_id)
+    item = session.get(ConsensusItem, task_id)
+    if item is None:
+        item = ConsensusItem(task_id=task_id, extra_labels=0)
+        session.add(item)
+    labels = _voting_labels(session, task_id)
     pending = [label for label in labels if label.review_state == ReviewState.PENDING]
     if not pending:
         return "waiting"
@@ -139,3 +144,59 @@ def _decide(
             )
     if completed_now:
         record_item_completed(session, task=task, now=now)
+
+
+def escalate_unfunded_extensions(session: Session, *, now: datetime, fee_bps: int, limit: int = 500) -> int:
+    """Send to manual review the items whose extra label their budget can no longer buy; how many.
+
+    An item is extended on the budget available when its labels disagree, and nothing is reserved for the extra
+    label: other leases, or other items extended at the same time, may take that money first. The item would then
+    wait, its labels and their holds with it, for a lease no budget pays. For every consensus project that cannot
+    pay one more label, each extended item still waiting for its extra label gives the slot back and its labels go
+    to a reviewer, as when an item cannot be extended at all. Items whose extra label is leased are left alone.
+    """
+    escalated = 0
+    projects = session.scalars(
+        select(Project)
+        .where(
+            Project.review_policy == ReviewPolicy.CONSENSUS.value,
+            Project.status.in_([ProjectStatus.ACTIVE.value, ProjectStatus.PAUSED.value]),
+        )
+        .order_by(Project.id)
+    ).all()
+    for project in projects:
+        if escalated >= limit:
+            break
+        if affordable_slots(session, project=project, fee_bps=fee_bps) >= 1:
+            continue
+        waiting = session.scalars(
+            select(ConsensusItem.task_id)
+            .join(Task, Task.id == ConsensusItem.task_id)
+            .where(
+                Task.project_id == project.id,
+                Task.status == TaskStatus.OPEN.value,
+                Task.free_slots > 0,
+                ConsensusItem.extra_labels > 0,
+                ConsensusItem.decided_at.is_(None),
+                ConsensusItem.escalated_at.is_(None),
+            )
+            .order_by(ConsensusItem.task_id)
+            .limit(limit - escalated)
+        ).all()
+        for task_id in waiting:
+            task = lock_task(session, task_id)  # as evaluate_item: the item's row first, then its history
+            item = session.get_one(ConsensusItem, task_id, populate_existing=True)
+            free = task.labels_needed - task.labels_in_progress - task.labels_accepted
+            if task.status != TaskStatus.OPEN or free < 1 or item.decided_at or item.escalated_at:
+                continue  # leased, decided or escalated since the query
+            task.labels_needed -= 1
+            item.extra_labels -= 1
+            item.escalated_at = now
+            for label in _voting_labels(session, task_id):
+                if label.review_state == ReviewState.PENDING:
+                    queue_for_review(
+                        session, label=label, project=project, now=now, reason=NO_CONSENSUS_REASON
+                    )
+            escalated += 1
+    session.flush()
+    return escalated

@@ -212,6 +212,66 @@ def test_consensus_without_extra_labels_left_goes_to_manual_review(db_session) -
     assert db_session.get(Task, label.task_id).labels_needed == 2
 
 
+def test_an_extended_item_whose_extra_label_no_budget_pays_goes_to_review(db_session, runner) -> None:
+    """Two items are extended on the same last label's worth of budget; one takes it, and the other would wait
+    for a lease no budget pays, its labels' holds locked with it, until the escalation job sends it to review."""
+    cost = PRICE + FEE
+    project = make_project(
+        db_session,
+        tasks=2,
+        review_policy="consensus",
+        labels_per_item=2,
+        review_params={"max_extra_labels": 1},
+        pay_per_label_minor=PRICE,  # the annotators' price: routing's label cost is what a lease holds
+        budget_minor=5 * cost,
+    )
+    a, b, c = annotators(db_session, 3)
+    first = work(db_session, a, "cat")
+    work(db_session, b, "dog")
+    second = work(db_session, a, "cat")
+    work(db_session, b, "dog")
+    assert first.task_id != second.task_id
+    for label in (first, second):
+        item = db_session.get_one(ConsensusItem, label.task_id, populate_existing=True)
+        assert item.extra_labels == 1  # both extended: one label's worth was available each time
+    third = work(db_session, c, "other")  # the first item's extra label: three answers, no majority
+    assert third.task_id == first.task_id
+    assert db_session.get(ReviewEntry, third.id) is not None
+    assert project_budget(db_session, project=project).available.amount == 0
+    outcome = leasing.lease_next_assignment(db_session, annotator=c, now=utcnow(), fee_bps=FEE_BPS)
+    assert outcome.assignment is None  # nobody can buy the second item's extra label
+
+    other = make_project(  # the same situation with money left: its extended item keeps waiting
+        db_session,
+        tasks=1,
+        review_policy="consensus",
+        labels_per_item=2,
+        review_params={"max_extra_labels": 1},
+    )
+    waiting = work(db_session, a, "cat", project_id=other.id)
+    work(db_session, b, "dog", project_id=other.id)
+
+    result = runner.invoke(args=["quality", "escalate-unfunded"])
+    assert result.exit_code == 0, result.output
+    assert "1 item sent to review" in result.output
+    db_session.expire_all()
+    task = db_session.get_one(Task, second.task_id)
+    item = db_session.get_one(ConsensusItem, second.task_id)
+    assert (task.labels_needed, task.free_slots, task.status) == (2, 0, "open")  # the slot given back
+    assert (item.extra_labels, item.escalated_at is not None) == (0, True)
+    queued = db_session.scalars(
+        select(ReviewEntry.label_id).join(Label).where(Label.task_id == task.id)
+    ).all()
+    assert sorted(queued) == sorted(
+        db_session.scalars(select(Label.id).where(Label.task_id == task.id)).all()
+    )  # both of its labels, now a reviewer's to decide
+    assert db_session.get_one(ConsensusItem, waiting.task_id).escalated_at is None
+    assert db_session.get_one(Task, waiting.task_id).labels_needed == 3
+    again = runner.invoke(args=["quality", "escalate-unfunded"])
+    assert "0 items sent to review" in again.output
+    assert ledger.check_integrity(db_session) == []
+
+
 def test_unreviewed_labels_are_accepted_after_the_review_window(db_session, runner) -> None:
     project = make_project(db_session, tasks=2, review_params={"review_window_hours": 1})
     a, b = annotators(db_session, 2)
