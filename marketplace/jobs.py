@@ -21,6 +21,7 @@ from flask.cli import AppGroup
 from marketplace.db import unit_of_work, utcnow
 from marketplace.redis import get_redis, key
 from marketplace.work.leases import expire_leases
+from payments.ledger import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,16 @@ def queue_name(app: Flask) -> str:
 
 
 def expire_leases_job() -> int:
-    """Return expired leases to the pool, in batches, one transaction per batch."""
+    """Return expired leases to the pool, in batches, one transaction per batch; a batch undone for a
+    concurrent transaction (a deadlock victim) runs again."""
+
+    def batch() -> int:
+        with unit_of_work() as session:
+            return expire_leases(session, now=utcnow(), limit=500)
+
     total = 0
     while True:
-        with unit_of_work() as session:
-            expired = expire_leases(session, now=utcnow(), limit=500)
+        expired = with_retries(batch)
         total += expired
         if expired < 500:
             return total

@@ -145,6 +145,8 @@ def expire_leases(session: Session, *, now: datetime, limit: int = 1000) -> int:
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     expired = list(session.scalars(stmt))
-    for assignment in expired:
+    # Items in id order: two expiry runs at once (the scheduler's and an operator's) each lock their items' rows
+    # until their commit, and in expiry order they could each hold one the other needs next.
+    for assignment in sorted(expired, key=lambda a: (a.task_id, a.id)):
         _end_lease(session, assignment, state=AssignmentState.EXPIRED, now=now)
     return len(expired)

@@ -23,6 +23,7 @@ from sqlalchemy import Select, bindparam, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from marketplace.annotators.models import AnnotatorProfile, AnnotatorSkill, AnnotatorStatus
 from marketplace.billing.services import hold_for_assignment
@@ -236,24 +237,43 @@ def _next_task_id(session: Session, *, project: Project, annotator_id: int, gold
     return session.scalar(stmt, {"project_id": project.id, "annotator_id": annotator_id})
 
 
-#: take one of the item's free slots; the item comes back whole
-_CLAIM_SLOT = (
-    update(Task)
-    .where(
-        Task.id == bindparam("task_id"),
-        Task.status == TaskStatus.OPEN.value,
-        Task.labels_in_progress + Task.labels_accepted < Task.labels_needed,
+def _claim_slot_statement(*, skip_locked: bool) -> ReturningUpdate[tuple[Task]]:
+    """Take one of the item's free slots; the item comes back whole. With `skip_locked` (PostgreSQL) an item
+    whose row another transaction holds is not waited for: the claim fails and the lease tries its next
+    candidate, as the spot match's SKIP LOCKED does. A row is held by an expiry batch returning its slot, a
+    decision on its labels, or another lease taking a slot; waiting for it would stall the lease behind that
+    transaction, and deadlock when the holder then wants a row this transaction holds (a "submit and next"
+    holds the item it just labelled). FOR NO KEY UPDATE: a label being inserted for the item (a key share) does
+    not make the item look taken."""
+    target = Task.id == bindparam("task_id")
+    if skip_locked:
+        target = Task.id == (
+            select(Task.id)
+            .where(Task.id == bindparam("task_id"))
+            .with_for_update(skip_locked=True, key_share=True)
+            .scalar_subquery()
+        )
+    return (
+        update(Task)
+        .where(
+            target,
+            Task.status == TaskStatus.OPEN.value,
+            Task.labels_in_progress + Task.labels_accepted < Task.labels_needed,
+        )
+        .values(labels_in_progress=Task.labels_in_progress + 1)
+        .returning(Task)
     )
-    .values(labels_in_progress=Task.labels_in_progress + 1)
-    .returning(Task)
-)
+
+
+_CLAIM_SLOT = {skip_locked: _claim_slot_statement(skip_locked=skip_locked) for skip_locked in (False, True)}
 
 
 def _claim_slot(session: Session, task_id: int) -> bool:
-    """Take one of the item's free slots; False if it has none left. The item comes back whole (RETURNING) and
-    stays in the session, where the answer to the annotator reads its payload."""
+    """Take one of the item's free slots; False if it has none left (or, on PostgreSQL, if another transaction
+    holds the item). The item comes back whole (RETURNING) and stays in the session, where the answer to the
+    annotator reads its payload."""
     claimed = session.scalars(
-        _CLAIM_SLOT,
+        _CLAIM_SLOT[_locking(session)],
         {"task_id": task_id},
         execution_options={"synchronize_session": False, "populate_existing": True},
     ).first()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from marketplace.billing.services import fund_project, project_budget
 from marketplace.db import utcnow
 from marketplace.errors import Conflict
+from marketplace.events.models import Event
 from marketplace.planning.models import Offer, PlanRun
 from marketplace.projects.imports import import_tasks
 from marketplace.projects.models import Task
@@ -261,3 +264,61 @@ def test_another_annotators_assignment_is_not_found(db_session) -> None:
     with pytest.raises(NotFound):
         leases.release_assignment(db_session, annotator=stranger, assignment_id=assignment.id, now=utcnow())
     assert db_session.get(Assignment, assignment.id).state == "leased"
+
+
+@pytest.mark.postgres
+def test_a_planned_item_whose_row_another_transaction_holds_is_skipped_not_waited_for(
+    db_session, engine
+) -> None:
+    """An expiry batch, a decision or another lease may hold an item's row until its commit; the lease takes the
+    next candidate at once instead of waiting behind it (and, for a "submit and next", deadlocking with it)."""
+    project = make_project(db_session, tasks=2)
+    worker = f.annotator(db_session)
+    db_session.commit()
+    first, second = db_session.scalars(select(Task).where(Task.project_id == project.id).order_by(Task.id))
+    run = PlanRun(method="flow", status="optimal")
+    db_session.add(run)
+    db_session.flush()
+    db_session.add(
+        Offer(
+            plan_run_id=run.id,
+            annotator_id=worker.id,
+            task_id=second.id,
+            project_id=project.id,
+            rank=1,
+            price_minor=worker.price_minor,
+            currency="EUR",
+        )
+    )
+    db_session.commit()
+    leased: list[Assignment] = []
+    with Session(engine) as holder:
+        holder.execute(select(Task.id).where(Task.id == second.id).with_for_update(key_share=True))
+        thread = threading.Thread(target=lambda: leased.append(lease(db_session, worker).assignment))
+        thread.start()
+        thread.join(timeout=5)
+        waited = thread.is_alive()
+        holder.rollback()
+    thread.join(timeout=10)
+    assert not waited, "the lease waited for the held item"
+    assert (leased[0].task_id, leased[0].source) == (first.id, "spot")
+
+
+def test_expired_leases_return_their_slots_in_item_order(db_session) -> None:
+    """Two expiry runs at once lock the rows of their items in the same order, so neither waits for a row the
+    other holds while holding one it needs: the events show the order of the work."""
+    make_project(db_session, tasks=4)
+    worker = f.annotator(db_session, capacity=4)
+    db_session.commit()
+    now = utcnow()
+    assignments = [lease(db_session, worker, now=now).assignment for _ in range(4)]
+    for n, assignment in enumerate(assignments):  # the last item's lease runs out first
+        stored = db_session.get_one(Assignment, assignment.id)
+        stored.lease_expires_at = now - timedelta(minutes=10, seconds=n)
+    db_session.commit()
+    assert leases.expire_leases(db_session, now=utcnow()) == 4
+    db_session.commit()
+    expired = db_session.scalars(
+        select(Event.data).where(Event.type == "assignment.expired").order_by(Event.seq)
+    ).all()
+    assert [data["task_id"] for data in expired] == sorted(a.task_id for a in assignments)
