@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -136,8 +137,11 @@ def create_project(
     return project
 
 
-def update_project(session: Session, *, project: Project, fields: Mapping[str, Any]) -> Project:
-    """Apply validated changes to `project`."""
+def update_project(
+    session: Session, *, project: Project, fields: Mapping[str, Any], fee_bps: int | None = None
+) -> Project:
+    """Apply validated changes to `project`. A new labels per item applies to its open items too
+    (`marketplace.projects.redundancy`); fee_bps: the app's PLATFORM_FEE_BPS by default."""
     changes = dict(fields)
     new_status = changes.get("status", project.status)
     if new_status != project.status and new_status not in allowed_transitions(project.status):
@@ -160,13 +164,20 @@ def update_project(session: Session, *, project: Project, fields: Mapping[str, A
     if "deadline" in changes:
         _check_deadline(changes["deadline"])
         project.deadline_at = changes.pop("deadline")
+    labels_per_item = changes.pop("labels_per_item", project.labels_per_item)
     for name, value in changes.items():
         setattr(project, name, value)
-    if project.review_policy == ReviewPolicy.CONSENSUS and project.labels_per_item < 2:
+    if project.review_policy == ReviewPolicy.CONSENSUS and labels_per_item < 2:
         raise InvalidInput(
             "Consensus review needs labels_per_item of at least 2.", details={"labels_per_item": "at least 2"}
         )
-    project.updated_at = utcnow()
+    now = utcnow()
+    if labels_per_item != project.labels_per_item:
+        from marketplace.projects.redundancy import change_labels_per_item
+
+        fee = fee_bps if fee_bps is not None else int(current_app.config["PLATFORM_FEE_BPS"])
+        change_labels_per_item(session, project=project, to=labels_per_item, now=now, fee_bps=fee)
+    project.updated_at = now
     session.flush()
     return project
 
