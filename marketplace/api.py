@@ -8,6 +8,7 @@ moments lie between 1970 and 9000 (`marketplace.limits`), and JSON bodies are pa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -111,9 +112,26 @@ class IdConverter(IntegerConverter):
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
+class PlainInteger(fields.Integer):
+    """An integer written plainly: a JSON integer (not 2.9, 2.0 or true), or, in a query string, ASCII digits
+    (not "２", "٣", "1_0" or " 5", each of which Python's int() reads as a number)."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, str):
+            if not _PLAIN_INTEGER.fullmatch(value):
+                raise self.make_error("invalid", input=value)
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+_PLAIN_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802  (reads like a field class)
-    """The id of a row: 1 up to `MAX_ID`."""
-    return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
+    """The id of a row in a query string: 1 up to `MAX_ID` (a JSON body's ids are `StrictInteger`s)."""
+    return PlainInteger(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
 def Moment(**kwargs: Any) -> fields.AwareDateTime:  # noqa: N802

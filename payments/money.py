@@ -78,7 +78,10 @@ _SYMBOLS: Final[dict[str, str]] = {
 }
 
 _CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
-_DECIMAL_RE: Final = re.compile(r"^(?P<sign>-?)(?P<units>\d+)(?:\.(?P<fraction>\d+))?$")
+#: ASCII digits only: `\d` (and int()) would also read "٣" or "１" as numbers
+_DECIMAL_RE: Final = re.compile(r"(?P<sign>-?)(?P<units>[0-9]+)(?:\.(?P<fraction>[0-9]+))?")
+#: more whole digits than any amount has (and far below int()'s limit on digits)
+_MAX_UNIT_DIGITS: Final = 30
 BPS_DENOMINATOR: Final = 10_000
 
 
@@ -127,9 +130,13 @@ class Money:
     @classmethod
     def parse(cls, text: str, currency: str) -> Money:
         """Money from a decimal string in major units ("12.50" EUR), exact: no more decimals than allowed."""
-        match = _DECIMAL_RE.match(text.strip()) if isinstance(text, str) else None
+        match = _DECIMAL_RE.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None:
-            raise InvalidAmount(f"not a decimal amount: {text!r}")
+            raise InvalidAmount(
+                f"not a decimal amount: {text[:40]!r}" if isinstance(text, str) else "not text"
+            )
+        if len(match["units"]) > _MAX_UNIT_DIGITS:
+            raise InvalidAmount(f"too large an amount: {len(match['units']):,} digits before the point")
         places = exponent(currency)
         fraction = match["fraction"] or ""
         if len(fraction) > places:

@@ -13,7 +13,7 @@ from marshmallow import fields, validate
 
 from marketplace.accounts.auth import current_annotator, current_user, project_for
 from marketplace.accounts.models import OrgRole
-from marketplace.api import Api, Blueprint, Currency, Id, Moment, MoneySchema, StrictInteger
+from marketplace.api import Api, Blueprint, Currency, Moment, MoneySchema, PlainInteger, StrictInteger
 from marketplace.billing import bonuses, services
 from marketplace.billing.bonuses import MAX_REASON
 from marketplace.billing.models import Bonus
@@ -293,7 +293,11 @@ class MyEarnings(MethodView):
 
 
 class BonusIn(ma.Schema):
-    annotator_id = Id(required=True, metadata={"description": "someone with a label in this project"})
+    annotator_id = StrictInteger(
+        required=True,
+        validate=validate.Range(1, MAX_ID),
+        metadata={"description": "someone with a label in this project"},
+    )
     amount_minor = StrictInteger(required=True, validate=validate.Range(1, MAX_AMOUNT_MINOR))
     currency = Currency(required=True)
     reason = fields.String(
@@ -328,8 +332,8 @@ class BonusPage(ma.Schema):
 
 
 class BonusQuery(ma.Schema):
-    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    after = PlainInteger(load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = PlainInteger(load_default=100, validate=validate.Range(1, 1000))
 
 
 def _bonus_dict(bonus: Bonus) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from marshmallow import fields, validate
+from marshmallow import validate
 from sqlalchemy import func, select
 
 from marketplace.accounts.auth import current_user, project_for
 from marketplace.accounts.models import OrgRole, PlatformRole
-from marketplace.api import Blueprint, Id
+from marketplace.api import Blueprint, Id, PlainInteger
 from marketplace.db import get_session, utcnow
 from marketplace.errors import Forbidden
 from marketplace.events import services
@@ -26,10 +26,10 @@ MANAGERS = (OrgRole.ADMIN.value, OrgRole.MANAGER.value)
 
 class EventsQuery(ma.Schema):
     project_id = Id(metadata={"description": "Omit for the platform stream (staff only)."})
-    after = fields.Integer(
+    after = PlainInteger(
         load_default=0, validate=validate.Range(0, MAX_POSITION), metadata={"description": "A sequence."}
     )
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    limit = PlainInteger(load_default=100, validate=validate.Range(1, 1000))
 
 
 @blp.route("/events")

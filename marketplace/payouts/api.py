@@ -19,7 +19,7 @@ from sqlalchemy import select
 from marketplace.accounts.auth import current_annotator, current_user, require_platform_role
 from marketplace.accounts.models import PlatformRole, User
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.api import Api, Blueprint, Currency, Day, StrictInteger
+from marketplace.api import Api, Blueprint, Currency, Day, PlainInteger, StrictInteger
 from marketplace.billing.agreement import check_earnings
 from marketplace.db import get_session, utcnow
 from marketplace.errors import InvalidInput, NotFound
@@ -66,8 +66,8 @@ class RunRequest(ma.Schema):
 class PayoutListQuery(ma.Schema):
     state = fields.String(validate=validate.OneOf([s.value for s in PayoutState]))
     payee = fields.String(validate=validate.Length(max=200))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = PlainInteger(load_default=100, validate=validate.Range(1, 500))
+    offset = PlainInteger(load_default=0, validate=validate.Range(0, MAX_ID))
 
 
 class ReconciliationQuery(ma.Schema):

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from marketplace.accounts.auth import current_user, is_platform_admin, project_for
 from marketplace.accounts.models import Membership, Organisation, OrgRole
-from marketplace.api import Api, Blueprint, Currency, Moment, StrictInteger, money_dict
+from marketplace.api import Api, Blueprint, Currency, Moment, PlainInteger, StrictInteger, money_dict
 from marketplace.db import get_session
 from marketplace.errors import Forbidden, InvalidInput, NotFound
 from marketplace.limits import MAX_AMOUNT_MINOR, MAX_ID, MAX_PRICE_MINOR
@@ -95,8 +95,8 @@ class TaskPage(ma.Schema):
 
 class TaskQuery(ma.Schema):
     # query strings are text: these parse "10" (but not "1.5")
-    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    after = PlainInteger(load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = PlainInteger(load_default=100, validate=validate.Range(1, 1000))
     status = fields.String(validate=validate.OneOf([s.value for s in TaskStatus]))
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts.auth import current_annotator
-from marketplace.api import Api, Blueprint, StrictInteger, money_dict
+from marketplace.api import Api, Blueprint, PlainInteger, StrictInteger, money_dict
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput
 from marketplace.limits import MAX_ID
@@ -45,8 +45,8 @@ class SubmitRequest(ma.Schema):
 
 class AssignmentQuery(ma.Schema):
     state = fields.String(validate=validate.OneOf(["leased", "submitted", "released", "expired"]))
-    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    after = PlainInteger(load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = PlainInteger(load_default=50, validate=validate.Range(1, 500))
 
 
 def assignment_dict(

@@ -141,6 +141,9 @@ def test_a_bonus_needs_a_key_a_reason_and_someone_who_worked_on_the_project(
         body(w, amount_minor="250"),
         body(w, currency="USD"),
         body(w, annotator_id=0),
+        body(w, annotator_id=w.annotators[0].id + 0.9),  # not rounded down to someone else
+        body(w, annotator_id=str(w.annotators[0].id)),
+        body(w, annotator_id=float(w.annotators[0].id)),
         {"amount_minor": 250, "currency": "EUR", "reason": "r"},
         body(w, idempotency_key="has spaces"),
     ):

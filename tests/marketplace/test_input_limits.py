@@ -305,3 +305,21 @@ def test_a_json_body_that_is_not_utf8_is_a_bad_request_not_an_empty_one(client, 
 def test_an_id_written_with_other_digits_than_ascii_is_not_found(client, world) -> None:
     response = client.get(f"/api/v1/projects/%EF%BC%91{world['project']}", headers=world["manager"])  # "１"
     problem(response, 404)
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "field"),
+    [
+        ("manager", "/api/v1/projects/{project}/tasks?limit=%EF%BC%95", "limit"),  # a fullwidth 5
+        ("manager", "/api/v1/projects/{project}/tasks?after=1_0", "after"),
+        ("annotator", "/api/v1/work/assignments?after=%D9%A3", "after"),  # an Arabic-Indic 3
+        ("manager", "/api/v1/events?project_id={project}&limit=%205", "limit"),
+        ("manager", "/api/v1/projects/{project}/bonuses?after=2.0", "after"),
+        ("manager", "/api/v1/review/next?project_id=%EF%BC%91", "project_id"),
+        ("finance", "/api/v1/payouts?offset=+1", "offset"),
+    ],
+)
+def test_query_integers_are_ascii_digits_only(client, world, who, path, field) -> None:
+    """Python's int() reads "５", "٣", "1_0" and " 5" as numbers; a query string's integer is plain digits."""
+    error = problem(client.get(path.format(project=world["project"]), headers=world[who]), 422)
+    assert field in error["details"]

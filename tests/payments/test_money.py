@@ -117,7 +117,17 @@ def test_parse(text: str, currency: str, minor: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "currency"), [("12.505", "EUR"), ("1.5", "JPY"), ("1e3", "EUR"), ("", "EUR")]
+    ("text", "currency"),
+    [
+        ("12.505", "EUR"),
+        ("1.5", "JPY"),
+        ("1e3", "EUR"),
+        ("", "EUR"),
+        ("\u0663", "EUR"),  # digits other than ASCII, which int() would read
+        ("\uff11.50", "EUR"),
+        ("1_000", "EUR"),
+        ("9" * 5000, "EUR"),  # refused as an amount, not by int()'s limit on digits
+    ],
 )
 def test_parse_refuses_inexact_or_malformed(text: str, currency: str) -> None:
     with pytest.raises(InvalidAmount):

@@ -208,6 +208,9 @@ def test_a_manager_gives_a_bonus_once_per_form(worked: World, as_user, engine) -
         ({"amount": "1.001"}, "amount", "Write the amount in EUR with at most 2 decimals after a point"),
         ({"amount": "1,000"}, "amount", "no thousands separators"),
         ({"amount": "NaN"}, "amount", "Write the amount in EUR"),
+        ({"amount": "\u0663"}, "amount", "Write the amount in EUR"),  # an Arabic-Indic 3
+        ({"amount": "\uff11"}, "amount", "Write the amount in EUR"),  # a fullwidth 1
+        ({"amount": "9" * 5000}, "amount", "Write the amount in EUR"),  # not Python's limit on digits
         ({"amount": "0"}, "amount", "Enter an amount from €0.01 to €100,000,000,000.00."),
         ({"amount": "-5"}, "amount", "Enter an amount from €0.01 to €100,000,000,000.00."),
         ({"amount": "100000000000.01"}, "amount", "Enter an amount from €0.01 to €100,000,000,000.00."),
