@@ -9,7 +9,9 @@ the items still open, not only to those imported afterwards:
 - on a consensus project, an item whose labels are now all in is decided at once, as its last submit would have
   decided it.
 
-Complete items stay complete: their labels were decided. Gold items have no slots. One statement updates the open
+Complete items stay complete: their labels were decided. An item kept above the new number by its labels in flight
+keeps that target when one of them later ends without being accepted (its slot is bought again). Gold items have
+no slots. One statement updates the open
 items, so the change costs a pass over them; it is a manager's edit, not part of the work loop.
 """
 
