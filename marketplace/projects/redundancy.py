@@ -10,7 +10,7 @@ the items still open, not only to those imported afterwards:
   decided it.
 
 Complete items stay complete: their labels were decided. An item kept above the new number by its labels in flight
-keeps that target when one of them later ends without being accepted (its slot is bought again). Gold items have
+shrinks back as each of them ends without being accepted (`marketplace.work.leases.free_slot`). Gold items have
 no slots. One statement updates the open
 items, so the change costs a pass over them; it is a manager's edit, not part of the work loop.
 """

@@ -143,7 +143,7 @@ def reject_label(
     label.reason = reason.strip()
     label.reviewed_by_id = reviewer_id
     label.reviewed_at = now
-    free_slot(session, assignment)
+    free_slot(session, assignment, now=now)
     release_assignment_hold(session, assignment=assignment, reason=f"label {label.id} rejected")
     session.flush()
     return label

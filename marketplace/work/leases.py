@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import Select, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.billing.services import release_assignment_hold
 from marketplace.errors import Conflict, NotFound
 from marketplace.events.services import record_event
-from marketplace.projects.models import Project, Task
+from marketplace.projects.models import Project, ReviewPolicy, Task, TaskStatus
 from marketplace.work.models import Assignment, AssignmentState
 
 
@@ -78,22 +78,63 @@ def assignment_for(
     return assignment
 
 
-def free_slot(session: Session, assignment: Assignment) -> None:
-    """Give the assignment's slot back to its item (gold items have no slots)."""
+#: the project's labels per item, or NULL on a consensus project (whose extra labels the item's history counts)
+_PLANNED = (
+    select(Project.labels_per_item)
+    .where(Project.id == Task.project_id, Project.review_policy != ReviewPolicy.CONSENSUS.value)
+    .scalar_subquery()
+)
+_IN_FLIGHT_AFTER = Task.labels_in_progress - 1 + Task.labels_accepted
+#: give a slot back; an item kept above its project's labels per item only by work in flight (a lowered labels
+#: per item, an upheld appeal whose freed slot was taken meanwhile) shrinks back towards it
+_FREE_SLOT = (
+    update(Task)
+    .where(Task.id == bindparam("task_id"))
+    .values(
+        labels_in_progress=Task.labels_in_progress - 1,
+        labels_needed=case(
+            (_PLANNED.is_(None), Task.labels_needed),
+            (Task.labels_needed <= _PLANNED, Task.labels_needed),
+            (_IN_FLIGHT_AFTER > _PLANNED, _IN_FLIGHT_AFTER),
+            else_=_PLANNED,
+        ),
+    )
+    .returning(Task.status, Task.labels_needed, Task.labels_accepted, Task.external_id)
+)
+
+
+def free_slot(session: Session, assignment: Assignment, *, now: datetime) -> None:
+    """Give the assignment's slot back to its item (gold items have no slots).
+
+    The item's target follows its project's labels per item when work that kept it higher ends: after labels per
+    item went from 3 to 1 on an item with two leases, each lease that expires takes its slot with it, and an item
+    whose accepted labels then reach the target is complete.
+    """
     if assignment.is_gold:
         return
-    session.execute(
-        update(Task)
-        .where(Task.id == assignment.task_id)
-        .values(labels_in_progress=Task.labels_in_progress - 1)
-        .execution_options(synchronize_session=False)
-    )
+    status, needed, accepted, external_id = session.execute(
+        _FREE_SLOT, {"task_id": assignment.task_id}, execution_options={"synchronize_session": False}
+    ).one()
+    if status == TaskStatus.OPEN and accepted >= needed:
+        session.execute(
+            update(Task)
+            .where(Task.id == assignment.task_id, Task.status == TaskStatus.OPEN.value)
+            .values(status=TaskStatus.COMPLETE.value, completed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        record_event(
+            session,
+            project_id=assignment.project_id,
+            type="item.completed",
+            data={"task_id": assignment.task_id, "external_id": external_id, "labels_accepted": accepted},
+            now=now,
+        )
 
 
 def _end_lease(session: Session, assignment: Assignment, *, state: AssignmentState, now: datetime) -> None:
     assignment.state = state.value
     assignment.ended_at = now
-    free_slot(session, assignment)
+    free_slot(session, assignment, now=now)
     release_assignment_hold(session, assignment=assignment, reason=f"lease {state.value}")
     record_event(
         session,

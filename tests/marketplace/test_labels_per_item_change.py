@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from marketplace.db import utcnow
 from marketplace.events.models import Event
 from marketplace.projects.models import Task
 from marketplace.projects.services import update_project
+from marketplace.work import leases
 from marketplace.work.models import Label
 from payments import ledger
 from tests import factories as f
+from tests.marketplace import test_quality_api as qa
 from tests.marketplace.test_quality_support import (  # noqa: F401  (fast_password_hashing: an autouse fixture)
     FEE_BPS,
     annotators,
@@ -95,3 +98,52 @@ def test_the_api_applies_it_to_open_items(client, db_session) -> None:
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["labels_per_item"] == 2
     assert _needed(db_session, project) == [(2, "open"), (2, "open")]
+
+
+def test_an_item_kept_higher_by_leases_shrinks_back_as_they_end(db_session) -> None:
+    project = make_project(db_session, tasks=2, labels_per_item=3, review_policy="gold")
+    b, c = annotators(db_session, 2)
+    held = [lease(db_session, worker) for worker in (b, c)]
+    update_project(db_session, project=project, fields={"labels_per_item": 1}, fee_bps=FEE_BPS)
+    db_session.commit()
+    assert _needed(db_session, project)[0] == (2, "open")  # two leases in flight
+    released = leases.release_assignment(db_session, annotator=c, assignment_id=held[1].id, now=utcnow())
+    assert released.state == "released"
+    db_session.commit()
+    assert _needed(db_session, project)[0] == (1, "open")  # the released slot is not bought again
+    submit(db_session, b, held[0], "cat")
+    assert _needed(db_session, project) == [(1, "complete"), (1, "open")]
+
+
+def test_an_upheld_appeal_whose_slot_was_taken_does_not_buy_an_unplanned_label(client, db_session) -> None:
+    t = qa.team(db_session)
+    first = work(db_session, t.worker, "cat")
+    reject = {"decision": "reject", "reason": "it is a dog"}
+    assert (
+        client.post(f"/api/v1/labels/{first.id}/review", json=reject, headers=t.reviewer).status_code == 200
+    )
+    (other,) = annotators(db_session, 1)
+    taken = lease(db_session, other)  # the freed slot
+    assert taken.task_id == first.task_id
+    appeal = client.post(f"/api/v1/labels/{first.id}/appeal", json={"comment": "cat"}, headers=t.worker_auth)
+    decided = client.post(
+        f"/api/v1/appeals/{appeal.get_json()['id']}/decide",
+        json={"decision": "uphold"},
+        headers=t.second_reviewer,
+    )
+    assert decided.status_code == 200, decided.get_json()
+    task = db_session.get_one(Task, first.task_id, populate_existing=True)
+    assert (task.labels_needed, task.labels_accepted, task.labels_in_progress) == (
+        2,
+        1,
+        1,
+    )  # room for the lease
+    second = submit(db_session, other, taken, "dog")
+    assert (
+        client.post(f"/api/v1/labels/{second.id}/review", json=reject, headers=t.reviewer).status_code == 200
+    )
+    task = db_session.get_one(Task, first.task_id, populate_existing=True)
+    assert (task.labels_needed, task.labels_accepted, task.status) == (1, 1, "complete")  # not bought again
+    completed = db_session.scalars(select(Event.data).where(Event.type == "item.completed")).all()
+    assert [data["task_id"] for data in completed] == [first.task_id]
+    assert ledger.check_integrity(db_session) == []
