@@ -124,7 +124,11 @@ def project_for(session: Session, project_id: int, *roles: str, lock: bool = Fal
     user = current_user()
     stmt = select(Project).where(Project.id == project_id)
     if lock:
-        stmt = stmt.with_for_update()
+        # FOR NO KEY UPDATE: it orders changes to the project, while the key-share locks that inserting its
+        # assignments, labels and review entries takes (their foreign keys) go on. A plain FOR UPDATE made a
+        # lease that had claimed an item wait for the project, and a change to the project's items wait for
+        # that lease's item: a deadlock.
+        stmt = stmt.with_for_update(key_share=True)
     project = session.scalar(stmt)
     if project is None:
         raise NotFound(f"Project {project_id} not found.")

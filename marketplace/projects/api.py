@@ -17,7 +17,7 @@ from sqlalchemy import select
 from marketplace.accounts.auth import current_user, is_platform_admin, project_for
 from marketplace.accounts.models import Membership, Organisation, OrgRole
 from marketplace.api import Api, Blueprint, Currency, Moment, PlainInteger, StrictInteger, money_dict
-from marketplace.db import get_session
+from marketplace.db import get_session, retry_transaction
 from marketplace.errors import Forbidden, InvalidInput, NotFound
 from marketplace.limits import MAX_AMOUNT_MINOR, MAX_ID, MAX_PRICE_MINOR
 from marketplace.projects import imports, services
@@ -189,6 +189,7 @@ class ProjectById(MethodView):
 
     @blp.arguments(ProjectFields)
     @blp.response(200, ProjectOut)
+    @retry_transaction
     def patch(self, body: dict[str, Any], project_id: int) -> dict[str, Any]:
         """Change a project (its managers)."""
         session = get_session()

@@ -3,8 +3,8 @@
 As on Toloka (changing a pool's overlap) and Label Studio (a project's maximum annotations), a change applies to
 the items still open, not only to those imported afterwards:
 
-- an open item's target moves by the change (an item that bought extra consensus labels keeps them on top), but
-  never below its labels leased, awaiting a decision or accepted: work already handed out is honoured and paid;
+- an open item's target becomes the new number (plus the extra labels consensus bought for it), but never below
+  its labels leased, awaiting a decision or accepted: work already handed out is honoured and paid;
 - an item that now has all its accepted labels is complete (`item.completed`);
 - on a consensus project, an item whose labels are now all in is decided at once, as its last submit would have
   decided it.
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import case, exists, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from marketplace.projects.models import Project, ReviewPolicy, Task, TaskStatus
+from marketplace.quality.models import ConsensusItem
 from marketplace.work.models import Assignment, AssignmentState
 
 
@@ -43,11 +44,16 @@ def change_labels_per_item(
         Task.is_gold.is_(False),
     )
     taken = Task.labels_in_progress + Task.labels_accepted
-    moved = Task.labels_needed + change
+    # The new number plus the extra labels consensus bought for the item: computed afresh, not moved by the
+    # change, so that lowering (held up by work in flight) and raising again lands where it should.
+    extra = func.coalesce(
+        select(ConsensusItem.extra_labels).where(ConsensusItem.task_id == Task.id).scalar_subquery(), 0
+    )
+    planned = to + extra
     session.execute(
         update(Task)
         .where(*open_items)
-        .values(labels_needed=case((moved >= taken, moved), else_=taken))
+        .values(labels_needed=case((planned >= taken, planned), else_=taken))
         .execution_options(synchronize_session=False)
     )
     completed = session.scalars(

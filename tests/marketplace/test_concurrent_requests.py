@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from marketplace.db import utcnow
 from marketplace.projects.imports import import_tasks
 from marketplace.projects.models import Project, Task
 from marketplace.quality.review import review_label
-from marketplace.work.models import Label
+from marketplace.work.models import Assignment, Label
 from payments import ledger
 from tests import factories as f
 from tests.marketplace import test_quality_api as qa
@@ -211,3 +212,61 @@ def test_upholding_an_appeal_while_another_label_of_the_annotator_is_accepted_do
     states = {db_session.get_one(Label, i).review_state for i in (rejected.id, pending.id)}
     assert states == {"accepted"}
     assert ledger.check_integrity(db_session) == []
+
+
+def test_changing_labels_per_item_while_a_lease_inserts_its_assignment_does_not_deadlock(
+    app, db_session, engine
+) -> None:
+    """A lease holds its item's row and then inserts its assignment, whose foreign key shares the project's row;
+    the change locks the project's row and then updates its items. With the project locked FOR UPDATE the two
+    waited for each other."""
+    org = f.organisation(db_session)
+    manager = f.member(db_session, org, "manager")
+    project = f.project(db_session, org, creator=manager, labels_per_item=3)
+    import_tasks(db_session, project=project, rows=[(1, {"external_id": "a", "payload": {"n": 1}})])
+    worker = f.annotator(db_session)
+    headers = f.auth(f.token(db_session, manager))
+    db_session.commit()
+    task_id = db_session.scalar(select(Task.id).where(Task.project_id == project.id))
+    answers: list[Any] = []
+    with Session(engine) as lease:
+        lease.execute(
+            text("UPDATE tasks SET labels_in_progress = labels_in_progress + 1 WHERE id = :id"),
+            {"id": task_id},
+        )
+        change = threading.Thread(
+            target=lambda: answers.append(
+                app.test_client().patch(
+                    f"/api/v1/projects/{project.id}", json={"labels_per_item": 2}, headers=headers
+                )
+            )
+        )
+        change.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_for_a_lock(engine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_for_a_lock(engine)  # the change waits for the lease's item
+        now = utcnow()
+        lease.add(
+            Assignment(
+                task_id=task_id,
+                project_id=project.id,
+                annotator_id=worker.id,
+                price_minor=50,
+                fee_minor=10,
+                currency="EUR",
+                leased_at=now,
+                lease_expires_at=now + timedelta(minutes=30),
+                lease_cap_at=now + timedelta(hours=2),
+            )
+        )
+        # The foreign key's share lock on the project must not wait for the change (which, waiting for this
+        # lease's item since before, would be found in a deadlock a second later and retried).
+        lease.execute(text("SET LOCAL lock_timeout = '500ms'"))
+        lease.flush()
+        lease.commit()
+    change.join(timeout=30)
+    assert answers[0].status_code == 200, answers[0].get_json()
+    db_session.expire_all()
+    task = db_session.get_one(Task, task_id)
+    assert (task.labels_needed, task.labels_in_progress) == (2, 1)

@@ -147,3 +147,14 @@ def test_an_upheld_appeal_whose_slot_was_taken_does_not_buy_an_unplanned_label(c
     completed = db_session.scalars(select(Event.data).where(Event.type == "item.completed")).all()
     assert [data["task_id"] for data in completed] == [first.task_id]
     assert ledger.check_integrity(db_session) == []
+
+
+def test_lowering_and_raising_again_lands_on_the_number_asked_for(db_session) -> None:
+    project = make_project(db_session, tasks=1, labels_per_item=3, review_policy="gold")
+    workers = annotators(db_session, 3)
+    for worker in workers:
+        lease(db_session, worker)
+    for to, expected in ((1, 3), (3, 3), (2, 3)):  # three leases in flight hold the item at three
+        update_project(db_session, project=project, fields={"labels_per_item": to}, fee_bps=FEE_BPS)
+        db_session.commit()
+        assert _needed(db_session, project) == [(expected, "open")]
