@@ -89,13 +89,16 @@ def _field_error(page: str, message: str) -> bool:
 # --- the dashboard --------------------------------------------------------------------------------------------
 
 
-def test_the_dashboard_links_the_bonuses_to_managers_only(world: World, as_user) -> None:
+def test_the_dashboard_links_the_bonuses_to_those_who_see_the_budget(world: World, as_user) -> None:
     url = f"/projects/{world.project.id}"
     page = as_user(world.manager).get(url).get_data(as_text=True)
     assert f'href="{url}/bonuses"' in page
+    assert "pay someone who labelled in this project extra" in page
     assert "Bonuses" in page  # the budget's stat
-    for who in (world.org_finance, world.reviewer):
-        assert f'href="{url}/bonuses"' not in as_user(who).get(url).get_data(as_text=True)
+    finance = as_user(world.org_finance).get(url).get_data(as_text=True)
+    assert f'href="{url}/bonuses"' in finance  # the list, without the form
+    assert "the bonuses paid from this budget" in finance
+    assert f'href="{url}/bonuses"' not in as_user(world.reviewer).get(url).get_data(as_text=True)
 
 
 # --- giving a bonus -------------------------------------------------------------------------------------------
