@@ -190,6 +190,10 @@ def _forget_read_accounts(session: Session) -> None:
     if not session.in_nested_transaction():
         session.info.pop(_READ, None)
         session.info.pop(_CREATED, None)
+        # An account this unit of work created or read stays in the session, expired, after the rollback; one
+        # it created is gone from the database, and the next read of it would fail. The committed ones are
+        # found again in the process's cache.
+        session.info.pop(_SESSION_CACHE, None)
 
 
 def _accounts_by_keys(session: Session, keys: Iterable[AccountKey]) -> dict[AccountKey, Account]:

@@ -15,6 +15,7 @@ from marketplace.accounts.auth import current_annotator, current_user, project_f
 from marketplace.accounts.models import OrgRole
 from marketplace.api import Api, Blueprint, Currency, Moment, MoneySchema, PlainInteger, StrictInteger
 from marketplace.billing import bonuses, services
+from marketplace.billing import earnings as earnings_report
 from marketplace.billing.bonuses import MAX_REASON
 from marketplace.billing.models import Bonus
 from marketplace.db import get_session
@@ -235,7 +236,7 @@ class MyEarnings(MethodView):
         """My earnings per label and per day: pending, accepted, rejected and paid out (default: 30 days)."""
         session = get_session()
         profile = current_annotator(session)
-        earnings = services.annotator_earnings(
+        earnings = earnings_report.annotator_earnings(
             session, annotator_id=profile.id, since=query.get("since"), until=query.get("until")
         )
         return {

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from marketplace.accounts.auth import current_annotator, current_user
-from marketplace.billing.services import annotator_earnings
+from marketplace.billing.earnings import annotator_earnings
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.payouts.api import PayoutAccountRequest
 from marketplace.payouts.services import get_gateway, open_account_and_onboard, payee_reference

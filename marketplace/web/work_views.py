@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from marketplace.accounts.auth import current_annotator
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.billing.services import annotator_earnings
+from marketplace.billing.earnings import annotator_earnings
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.projects.models import Project, Task

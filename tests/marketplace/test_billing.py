@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.accounts.models import Organisation, User
 from marketplace.annotators.models import AnnotatorProfile
+from marketplace.billing import earnings
 from marketplace.billing import services as billing
 from marketplace.db import utcnow
 from marketplace.errors import InvalidInput
@@ -321,7 +322,7 @@ def test_annotator_earnings(db_session: Session) -> None:
     )
     db_session.commit()
 
-    report = billing.annotator_earnings(db_session, annotator_id=ann.id)
+    report = earnings.annotator_earnings(db_session, annotator_id=ann.id)
     assert report.currency == "EUR"
     assert (report.pending, report.accepted, report.rejected) == (eur(100), eur(300), eur(100))
     assert (report.paid_out, report.payout_pending, report.payable) == (eur(130), eur(50), eur(120))
@@ -334,7 +335,7 @@ def test_annotator_earnings(db_session: Session) -> None:
     assert by_id[pending.id].review_state == "pending"
     assert report.labels[0].label_id == max(by_id)  # newest first
 
-    empty = billing.annotator_earnings(
+    empty = earnings.annotator_earnings(
         db_session,
         annotator_id=ann.id,
         since=utcnow() - timedelta(days=60),
@@ -342,10 +343,10 @@ def test_annotator_earnings(db_session: Session) -> None:
     )
     assert (empty.accepted, empty.paid_out, empty.days, empty.labels) == (eur(0), eur(0), [], [])
     assert empty.payable == eur(120)  # the balance is as of now, whatever the period
-    assert billing.annotator_earnings(db_session, annotator_id=ann.id, label_limit=2).labels[
+    assert earnings.annotator_earnings(db_session, annotator_id=ann.id, label_limit=2).labels[
         1
     ].label_id < max(by_id)
     with pytest.raises(InvalidInput):
-        billing.annotator_earnings(
+        earnings.annotator_earnings(
             db_session, annotator_id=ann.id, since=utcnow(), until=utcnow() - timedelta(1)
         )

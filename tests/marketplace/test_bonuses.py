@@ -77,6 +77,7 @@ def test_a_bonus_pays_the_annotator_from_the_budget_once_per_key(
     assert budget["fees"] == money(70, "€0.70")  # 20 on the label, 50 on the bonus
     assert budget["remaining"] == money(5000 - 120 - 300, "€45.80")
     assert budget["available"] == money(4580, "€45.80")
+    assert billing.available_budget(db_session, project=w.project) == Money(4580, "EUR")  # the cached balance
 
     retry = client.post(url(w), json=body(w), headers={**manager, "Idempotency-Key": "thanks-1"})
     assert retry.status_code == 200

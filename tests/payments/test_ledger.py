@@ -86,6 +86,20 @@ def test_ensure_account_is_idempotent_and_follows_kind(db_session: Session) -> N
             ledger.ensure_account(db_session, currency="EUR", **bad)
 
 
+def test_an_account_created_in_a_rolled_back_transaction_is_not_found_afterwards(db_session: Session) -> None:
+    ledger.ensure_account(db_session, code="project:77:budget", currency="EUR", kind="liability")
+    kept = ledger.ensure_account(db_session, code="platform:kept", currency="EUR", kind="asset")
+    db_session.commit()
+    ledger.ensure_account(db_session, code="project:78:budget", currency="EUR", kind="liability")
+    assert ledger.balance(db_session, account_code="project:78:budget", currency="EUR").posted == Money(
+        0, "EUR"
+    )
+    db_session.rollback()
+    with pytest.raises(AccountNotFound):  # not the rolled-back row, expired in the session
+        ledger.balance(db_session, account_code="project:78:budget", currency="EUR")
+    assert ledger.get_account(db_session, code="platform:kept", currency="EUR").id == kept.id
+
+
 def test_ensure_accounts_reads_and_creates_several_at_once(books: Session) -> None:
     specs = [
         ledger.AccountSpec(code=BUDGET, currency="EUR", kind="liability", no_overdraft=True),
