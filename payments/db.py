@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, func, select
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, SessionTransaction
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -66,3 +66,11 @@ class PaymentsBase(DeclarativeBase):
     """Declarative base of the ledger's own tables."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def take_turns(session: Session, name: str) -> None:
+    """Hold PostgreSQL's transaction-scoped advisory lock named `name` until the transaction ends, waiting for
+    it first: transactions that take the same name pass this point one at a time. SQLite runs one writer at a
+    time anyway, so there it does nothing."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))))

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from payments import ledger
+from payments.db import take_turns
 from payments.errors import (
     InsufficientFunds,
     PayoutAccountCountryConflict,
@@ -100,8 +101,8 @@ def open_payout_account(
     gateway for another, which one in another country would otherwise get and leave unrecorded.
     """
     existing = get_payout_account(session, reference=reference)
-    if existing is None and session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(reference, 0))))
+    if existing is None:
+        take_turns(session, f"payout-account:{reference}")
         existing = get_payout_account(session, reference=reference)
     if existing is None:
         created = gateway.create_connected_account(

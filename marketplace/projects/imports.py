@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from marketplace.db import utcnow
 from marketplace.errors import Conflict, InvalidInput
 from marketplace.projects.label_schema import validate_value
 from marketplace.projects.models import Project, ProjectStatus, Task, TaskStatus
+from payments.db import take_turns
 
 FORMATS = ("json", "jsonl", "csv", "tsv")
 MAX_REPORTED_ERRORS = 100
@@ -178,12 +179,9 @@ def import_tasks(
     """Import `rows` into `project`: all or nothing, existing external ids left as they are."""
     if project.status == ProjectStatus.COMPLETED:
         raise Conflict("A completed project takes no more tasks.", code="project_completed")
-    if session.get_bind().dialect.name == "postgresql":
-        # One import into a project at a time (until the commit): two that share external ids in different
-        # orders would otherwise lock each other's index entries and deadlock. SQLite has one writer anyway.
-        session.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(f"import:project:{project.id}", 0)))
-        )
+    # One import into a project at a time (until the commit): two that share external ids in different orders
+    # would otherwise lock each other's index entries and deadlock.
+    take_turns(session, f"import:project:{project.id}")
     errors: list[dict[str, Any]] = []
     bad_rows = 0
     seen: dict[str, int] = {}

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.projects.models import Project, ReviewPolicy, Task, TaskStatus
 from marketplace.quality.models import ConsensusItem
+from marketplace.work.leases import record_item_completed
 from marketplace.work.models import Assignment, AssignmentState
 
 
@@ -32,7 +33,6 @@ def change_labels_per_item(
 ) -> None:
     """Set the project's labels per item and apply the change to its open items (see the module's rules)."""
     from marketplace.quality.consensus import evaluate_item
-    from marketplace.quality.outcomes import record_item_completed
 
     change = to - project.labels_per_item
     project.labels_per_item = to

@@ -19,6 +19,7 @@ from marketplace.quality.accuracy import record_outcome
 from marketplace.quality.models import ReviewEntry
 from marketplace.throughput.counters import record_label_accepted
 from marketplace.work.decisions import accept_label, reject_label
+from marketplace.work.leases import record_item_completed
 from marketplace.work.models import Label
 
 
@@ -109,14 +110,3 @@ def reject_and_record(
         data={"reason": label.reason, "source": source},
     )
     return label
-
-
-def record_item_completed(session: Session, *, task: Task, now: datetime) -> None:
-    """Record item.completed for an item that just reached its labels."""
-    record_event(
-        session,
-        project_id=task.project_id,
-        type="item.completed",
-        data={"task_id": task.id, "external_id": task.external_id, "labels_accepted": task.labels_accepted},
-        now=now,
-    )

@@ -99,7 +99,7 @@ _FREE_SLOT = (
             else_=_PLANNED,
         ),
     )
-    .returning(Task.status, Task.labels_needed, Task.labels_accepted, Task.external_id)
+    .returning(Task.status, Task.labels_needed, Task.labels_accepted)
 )
 
 
@@ -112,23 +112,29 @@ def free_slot(session: Session, assignment: Assignment, *, now: datetime) -> Non
     """
     if assignment.is_gold:
         return
-    status, needed, accepted, external_id = session.execute(
+    status, needed, accepted = session.execute(
         _FREE_SLOT, {"task_id": assignment.task_id}, execution_options={"synchronize_session": False}
     ).one()
     if status == TaskStatus.OPEN and accepted >= needed:
-        session.execute(
+        completed = session.scalars(
             update(Task)
             .where(Task.id == assignment.task_id, Task.status == TaskStatus.OPEN.value)
             .values(status=TaskStatus.COMPLETE.value, completed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        record_event(
-            session,
-            project_id=assignment.project_id,
-            type="item.completed",
-            data={"task_id": assignment.task_id, "external_id": external_id, "labels_accepted": accepted},
-            now=now,
-        )
+            .returning(Task),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        ).one()
+        record_item_completed(session, task=completed, now=now)
+
+
+def record_item_completed(session: Session, *, task: Task, now: datetime) -> None:
+    """Record item.completed for an item that just reached its labels."""
+    record_event(
+        session,
+        project_id=task.project_id,
+        type="item.completed",
+        data={"task_id": task.id, "external_id": task.external_id, "labels_accepted": task.labels_accepted},
+        now=now,
+    )
 
 
 def _end_lease(session: Session, assignment: Assignment, *, state: AssignmentState, now: datetime) -> None:
