@@ -44,6 +44,8 @@ EVENT_TYPES: dict[str, str] = {
     "project.at_risk": "at_risk, reasons, eta_at_pace, eta_at_capacity, deadline",
     "budget.low": "low, available, needed_for_remaining, remaining_labels",
     "bonus.granted": "bonus_id, annotator_id, amount, reason",
+    "worker.blocked": "annotator_id, reason, source, blocked_by_id, leases_released",
+    "worker.unblocked": "annotator_id, unblocked_by_id, was_blocked_for",
     "payout.sent": "payout_id, annotator_id, amount",
     "payout.failed": "payout_id, annotator_id, amount, reason",
 }

@@ -32,6 +32,11 @@ REVIEW_DEFAULTS: dict[str, Any] = {
     "max_extra_labels": 2,
     # manual review: a label no reviewer decided within this many hours is accepted
     "review_window_hours": 72,
+    # a label submitted faster than this many seconds after its lease is a fast answer (0: no such rule); it
+    # goes to a reviewer instead of being accepted unseen
+    "min_seconds_per_label": 0.0,
+    # an annotator with this many fast answers in the project is blocked from it
+    "fast_answer_limit": 3,
 }
 
 _RANGES: dict[str, tuple[float, float]] = {
@@ -41,6 +46,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "agreement_threshold": (0.5, 1.0),
     "max_extra_labels": (0, 20),
     "review_window_hours": (1, 24 * 30),
+    "min_seconds_per_label": (0.0, 3600.0),
+    "fast_answer_limit": (1, 1000),
 }
 
 # The allowed status changes: a completed project is final.

@@ -19,16 +19,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from marketplace.annotators.models import AnnotatorProfile
 from marketplace.projects.label_schema import values_agree
 from marketplace.projects.models import Project, Task
 from marketplace.quality.accuracy import GOLD_WEIGHT
 from marketplace.quality.outcomes import accept_and_record, reject_and_record
-from marketplace.work.leases import release_assignment
-from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker
+from marketplace.quality.workers import SOURCE_GOLD, block_worker, lock_worker
+from marketplace.work.models import Label, ProjectWorker
 
 #: the start of every gold block's reason, so an appeal knows which blocks are gold's to lift
 BLOCK_PREFIX = "Gold accuracy"
@@ -36,23 +34,6 @@ BLOCK_PREFIX = "Gold accuracy"
 
 def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _worker(session: Session, project_id: int, annotator_id: int) -> ProjectWorker:
-    worker = session.get(
-        ProjectWorker, (project_id, annotator_id), with_for_update=True, populate_existing=True
-    )
-    if worker is None:  # leasing creates it; a label always follows a lease, but stay total
-        worker = ProjectWorker(
-            project_id=project_id,
-            annotator_id=annotator_id,
-            leased=0,
-            gold_leased=0,
-            gold_correct=0,
-            gold_wrong=0,
-        )
-        session.add(worker)
-    return worker
 
 
 def _gold_params(project: Project) -> tuple[int, float]:
@@ -64,7 +45,7 @@ def check_gold_label(session: Session, *, label: Label, project: Project, now: d
     """Decide a label on a gold item against its answer; True if it was right."""
     task = session.get_one(Task, label.task_id)
     correct = values_agree(project.label_schema, label.value, task.gold_answer)
-    worker = _worker(session, project.id, label.annotator_id)
+    worker = lock_worker(session, project.id, label.annotator_id)
     if correct:
         worker.gold_correct += 1
     else:
@@ -96,29 +77,16 @@ def check_gold_label(session: Session, *, label: Label, project: Project, now: d
 
 def _block(session: Session, *, worker: ProjectWorker, project: Project, floor: float, now: datetime) -> None:
     seen = worker.gold_correct + worker.gold_wrong
-    worker.blocked_at = now
-    worker.blocked_reason = (
+    reason = (
         f"{BLOCK_PREFIX} {worker.gold_correct / seen:.0%} is below the project's floor of {floor:.0%} "
         f"after {seen} control items."
     )
-    annotator = session.get_one(AnnotatorProfile, worker.annotator_id)
-    leases = session.scalars(
-        select(Assignment)
-        .where(
-            Assignment.project_id == project.id,
-            Assignment.annotator_id == worker.annotator_id,
-            Assignment.state == AssignmentState.LEASED.value,
-        )
-        .order_by(Assignment.task_id)
-    ).all()
-    for assignment in leases:
-        # records its own assignment.released event, like any release
-        release_assignment(session, annotator=annotator, assignment_id=assignment.id, now=now)
+    block_worker(session, worker=worker, project=project, reason=reason, source=SOURCE_GOLD, now=now)
 
 
 def overturn_gold_miss(session: Session, *, label: Label, project: Project) -> None:
     """Count a gold answer rejected as wrong as right after all (upheld appeal); lift a block that no longer holds."""
-    worker = _worker(session, project.id, label.annotator_id)
+    worker = lock_worker(session, project.id, label.annotator_id)
     worker.gold_wrong = max(worker.gold_wrong - 1, 0)
     worker.gold_correct += 1
     min_items, floor = _gold_params(project)
@@ -130,3 +98,4 @@ def overturn_gold_miss(session: Session, *, label: Label, project: Project) -> N
     ):
         worker.blocked_at = None
         worker.blocked_reason = None
+        worker.blocked_by_id = None

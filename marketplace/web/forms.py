@@ -255,6 +255,14 @@ class ProjectSettingsForm(FlaskForm):
     review_window_hours = IntegerField(
         "Review window in hours (manual)", validators=[InputRequired("Give the review window in hours.")]
     )
+    min_seconds_per_label = FiniteDecimalField(
+        "Minimum seconds per label",
+        places=None,
+        validators=[InputRequired("Give the minimum seconds per label (0 for none).")],
+    )
+    fast_answer_limit = IntegerField(
+        "Fast answers before a block", validators=[InputRequired("Give the number of fast answers.")]
+    )
 
 
 class ProjectStatusForm(FlaskForm):

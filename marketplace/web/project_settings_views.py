@@ -52,6 +52,8 @@ REVIEW_PARAMS: dict[str, type] = {
     "agreement_threshold": float,
     "max_extra_labels": int,
     "review_window_hours": int,
+    "min_seconds_per_label": float,
+    "fast_answer_limit": int,
 }
 #: API field → form field, where their names differ
 _FORM_FIELD = {

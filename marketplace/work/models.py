@@ -97,6 +97,7 @@ class ProjectWorker(Base):
     __table_args__ = (
         CheckConstraint("leased >= gold_leased AND gold_leased >= 0", name="counts_consistent"),
         CheckConstraint("gold_correct >= 0 AND gold_wrong >= 0", name="gold_non_negative"),
+        CheckConstraint("fast_answers >= 0", name="fast_answers_non_negative"),
     )
 
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
@@ -107,6 +108,11 @@ class ProjectWorker(Base):
     gold_leased: Mapped[int] = mapped_column(default=0)
     gold_correct: Mapped[int] = mapped_column(default=0)
     gold_wrong: Mapped[int] = mapped_column(default=0)
-    #: set when the annotator may no longer work on the project (for example after failing its gold items)
+    #: labels submitted faster than the project's `min_seconds_per_label` since the last unblock
+    fast_answers: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: set when the annotator may no longer work on the project: failed gold items, too many fast answers, or a
+    #: manager's decision (`marketplace.quality.workers`)
     blocked_at: Mapped[datetime | None]
     blocked_reason: Mapped[str | None] = mapped_column(String(500))
+    #: who blocked them; None when a quality rule did
+    blocked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -39,9 +39,9 @@ class Team:
     worker_auth: dict[str, str]
 
 
-def team(db_session, **overrides: Any) -> Team:
+def team(db_session, tasks: int = 3, **overrides: Any) -> Team:
     org = f.organisation(db_session)
-    project = make_project(db_session, org=org, tasks=3, **overrides)
+    project = make_project(db_session, org=org, tasks=tasks, **overrides)
     people = {role: f.member(db_session, org, role) for role in ("manager", "finance")}
     reviewer, second = f.member(db_session, org, "reviewer"), f.member(db_session, org, "reviewer")
     (worker,) = annotators(db_session, 1)

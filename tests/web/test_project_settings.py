@@ -159,6 +159,8 @@ def test_the_page_shows_the_current_settings_in_the_forms_units(world: World, as
     assert _value(page, "agreement_threshold") == "0.66"
     assert _value(page, "max_extra_labels") == "2"
     assert _value(page, "review_window_hours") == "72"
+    assert _value(page, "min_seconds_per_label") == "0.0"
+    assert _value(page, "fast_answer_limit") == "3"
     assert _value(page, "webhook_url") == ""
 
 
@@ -269,6 +271,8 @@ def test_edited_fields_are_saved_exactly(world: World, as_user, engine) -> None:
         agreement_threshold="0.75",
         max_extra_labels="3",
         review_window_hours="24",
+        min_seconds_per_label="2.5",
+        fast_answer_limit="4",
     )
     response = client.post(f"/projects/{world.project.id}/settings", data=form)
     assert response.status_code == 302
@@ -288,6 +292,8 @@ def test_edited_fields_are_saved_exactly(world: World, as_user, engine) -> None:
         "agreement_threshold": 0.75,
         "max_extra_labels": 3,
         "review_window_hours": 24,
+        "min_seconds_per_label": 2.5,
+        "fast_answer_limit": 4,
     }
     assert saved.status == "active"
     page = client.get(response.headers["Location"]).get_data(as_text=True)
@@ -389,6 +395,8 @@ def test_only_the_changed_fields_reach_the_service(
         ({"agreement_threshold": "0.2"}, "Must be between 0.5 and 1.0."),
         ({"max_extra_labels": "21"}, "Must be between 0 and 20."),
         ({"review_window_hours": "0"}, "Must be between 1 and 720."),
+        ({"min_seconds_per_label": "-1"}, "Must be between 0.0 and 3600.0."),
+        ({"fast_answer_limit": "0"}, "Must be between 1 and 1000."),
     ],
 )
 def test_mistakes_are_shown_on_their_field_and_nothing_is_saved(
