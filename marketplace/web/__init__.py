@@ -45,6 +45,7 @@ def init_app(app: Flask) -> None:
         project_views,
         review_views,
         work_views,
+        workforce_views,
     )
 
     formatting.init_app(app)

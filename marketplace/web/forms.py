@@ -209,6 +209,15 @@ class BonusForm(FlaskForm):
     bonus_key = HiddenField(validators=[DataRequired()])
 
 
+class BlockWorkerForm(FlaskForm):
+    """Why an annotator is blocked from a project: required, kept with the block and sent in its event."""
+
+    reason = StringField(
+        "Reason",
+        validators=[DataRequired("Say why: it is kept with the block."), Length(max=500)],
+    )
+
+
 class PayoutAccountForm(FlaskForm):
     """Open the payout account (its country is needed the first time) or continue its onboarding."""
 

@@ -48,19 +48,36 @@ NO_WORK_MESSAGES = {
     "no_eligible_project": "No active project matches your skills, levels and price right now.",
     "budget_exhausted": "The projects you qualify for have no budget left for another label.",
     "all_slots_leased": "Every open item you qualify for is leased to someone else or already labelled by you.",
+    "blocked": "You are blocked from this project.",
 }
 
 
 @dataclass(frozen=True)
 class LeaseOutcome:
-    """A new assignment, or why there is none."""
+    """A new assignment, or why there is none (`detail`: a block's reason, which the annotator is shown, as MTurk
+    shows a block's reason to the worker)."""
 
     assignment: Assignment | None
     reason: str | None = None
+    detail: str | None = None
 
     @property
     def message(self) -> str | None:
+        if self.reason == "blocked" and self.detail:
+            return f"You are blocked from this project: {self.detail}"
         return NO_WORK_MESSAGES.get(self.reason or "")
+
+
+def _block_reason(session: Session, *, project_id: int, annotator_id: int) -> str | None:
+    """Why the annotator is blocked from the project, if they are (asked only when a request for its work found
+    nothing eligible)."""
+    return session.scalar(
+        select(ProjectWorker.blocked_reason).where(
+            ProjectWorker.project_id == project_id,
+            ProjectWorker.annotator_id == annotator_id,
+            ProjectWorker.blocked_at.is_not(None),
+        )
+    )
 
 
 def _locking(session: Session) -> bool:
@@ -388,6 +405,10 @@ def lease_next_assignment(
         return LeaseOutcome(None, "at_capacity")
     projects = {p.id: p for p in standing.projects}
     if not projects:
+        if project_id is not None:
+            blocked = _block_reason(session, project_id=project_id, annotator_id=annotator.id)
+            if blocked is not None:
+                return LeaseOutcome(None, "blocked", detail=blocked)
         return LeaseOutcome(None, "no_eligible_project")
     unaffordable: set[int] = set()
 

@@ -181,7 +181,13 @@ def test_a_manager_blocks_with_a_reason_and_the_live_leases_go_back(client, db_s
     budget = client.get(f"/api/v1/projects/{t.project.id}/budget", headers=t.manager).get_json()
     assert budget["held"] == money(0, "€0.00")
     no_work = client.post("/api/v1/work/next", json={"project_id": t.project.id}, headers=t.worker_auth)
-    assert no_work.get_json()["assignment"] is None
+    assert no_work.get_json() == {
+        "assignment": None,
+        "reason": "blocked",
+        "message": "You are blocked from this project: Copied answers from another tool",
+    }
+    anywhere = client.post("/api/v1/work/next", json={}, headers=t.worker_auth).get_json()
+    assert (anywhere["assignment"], anywhere["reason"]) == (None, "no_eligible_project")
 
     again = client.post(url, json={"reason": "something else"}, headers=t.manager).get_json()
     assert again["changed"] is False
@@ -221,11 +227,25 @@ def test_fast_answers_wait_for_a_reviewer_and_block_at_the_limit(client, db_sess
     assert (standing["fast_answers"], standing["status"]) == (1, "active")
 
     spare = lease(db_session, t.worker)  # a live lease the block gives back
-    quickest = work(db_session, t.worker, "dog", seconds=0.5)
-    assert fresh(db_session, quickest).review_state == "pending"
+    # the second fast answer, through the API: labelled at once, with "submit and next"
+    leased = client.post("/api/v1/work/next", json={"project_id": t.project.id}, headers=t.worker_auth)
+    assignment_id = leased.get_json()["assignment"]["id"]
+    done = client.post(
+        f"/api/v1/assignments/{assignment_id}/submit",
+        json={"value": "dog", "next": True},
+        headers=t.worker_auth,
+    ).get_json()
+    assert done["label"]["review_state"] == "pending"
+    assert done["next"] == {
+        "assignment": None,
+        "reason": "blocked",
+        "message": "You are blocked from this project: Too fast: 2 labels submitted in under 5 s each, "
+        "the project's minimum time per label.",
+    }
     standing = client.get(workers_url(t, t.worker.id), headers=t.manager).get_json()
     assert standing["status"] == "blocked"
     assert standing["fast_answers"] == 2
+
     assert standing["blocked_reason"] == (
         "Too fast: 2 labels submitted in under 5 s each, the project's minimum time per label."
     )

@@ -1,0 +1,117 @@
+"""A project's annotators page: what each did in the project, how well, how fast and at what cost, and blocks.
+
+The numbers are those of `GET /api/v1/projects/<id>/workers` (`project_workforce`), a page of annotators at a
+time; the block and unblock buttons call the same services as the API (`block_annotator`, `unblock_annotator`).
+Admins, managers and finance read the page, as they read the budget; admins and managers block and unblock.
+"""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+from werkzeug.wrappers import Response
+
+from marketplace.accounts.auth import current_user, is_platform_admin, organisation_role, project_for
+from marketplace.annotators.models import AnnotatorProfile
+from marketplace.db import get_session, retry_transaction, utcnow
+from marketplace.quality.workers import block_annotator, unblock_annotator
+from marketplace.throughput.workforce import project_workforce
+from marketplace.web.access import (
+    BUDGET_READERS,
+    PROJECT_MANAGERS,
+    PROJECTS,
+    area_required,
+    reload_user_on_retry,
+)
+from marketplace.web.blueprint import bp, id_arg
+from marketplace.web.forms import ActionForm, BlockWorkerForm
+
+#: annotators per page
+PAGE = 50
+
+
+@bp.get("/projects/<int:project_id>/workers")
+@area_required(PROJECTS)
+def project_workers(project_id: int) -> str:
+    """The project's annotators by id, a page at a time, with their numbers and standing."""
+    session = get_session()
+    found = project_for(session, project_id, *BUDGET_READERS)
+    user = current_user()
+    after = id_arg("after") or 0
+    page = project_workforce(session, project=found, after=after, limit=PAGE)
+    can_manage = (
+        is_platform_admin(user) or organisation_role(session, user, found.organisation_id) in PROJECT_MANAGERS
+    )
+    return render_template(
+        "web/projects/workers.html",
+        project=found,
+        workers=page,
+        next_after=page[-1].annotator_id if len(page) == PAGE else None,
+        first_page=after == 0,
+        can_manage=can_manage,
+        block_form=BlockWorkerForm(),
+        action_form=ActionForm(),
+    )
+
+
+def _back(project_id: int) -> Response:
+    after = id_arg("after")
+    return redirect(
+        url_for("web.project_workers", project_id=project_id, **({"after": after} if after else {}))
+    )
+
+
+@bp.post("/projects/<int:project_id>/workers/<int:annotator_id>/block")
+@area_required(PROJECTS)
+@retry_transaction
+@reload_user_on_retry
+def block_project_worker(project_id: int, annotator_id: int) -> Response:
+    """Block an annotator from the project with a reason; their live leases in it go back to the pool."""
+    session = get_session()
+    found = project_for(session, project_id, *PROJECT_MANAGERS)
+    form = BlockWorkerForm()
+    reason = (form.reason.data or "").strip() if form.validate_on_submit() else ""
+    if not reason:
+        errors = [e for errors in form.errors.values() for e in errors] or [
+            "Say why: it is kept with the block."
+        ]
+        flash(f"Nobody was blocked: {' '.join(str(e) for e in errors)}", "error")
+        return _back(found.id)
+    standing = block_annotator(
+        session,
+        project=found,
+        annotator_id=annotator_id,
+        reason=reason,
+        by_user_id=current_user().id,
+        now=utcnow(),
+    )
+    name = session.get_one(AnnotatorProfile, annotator_id).display_name
+    if standing.changed:
+        flash(f"Blocked {name} from this project; their live tasks in it went back to the pool.", "success")
+    else:
+        flash(f"{name} was already blocked: the block they have is kept.", "info")
+    return _back(found.id)
+
+
+@bp.post("/projects/<int:project_id>/workers/<int:annotator_id>/unblock")
+@area_required(PROJECTS)
+@retry_transaction
+@reload_user_on_retry
+def unblock_project_worker(project_id: int, annotator_id: int) -> Response:
+    """Lift an annotator's block in the project, with a fresh start for the automatic rules."""
+    session = get_session()
+    found = project_for(session, project_id, *PROJECT_MANAGERS)
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return _back(found.id)
+    standing = unblock_annotator(
+        session, project=found, annotator_id=annotator_id, by_user_id=current_user().id, now=utcnow()
+    )
+    name = session.get_one(AnnotatorProfile, annotator_id).display_name
+    if standing.changed:
+        flash(
+            f"{name} can work on this project again; their gold and fast-answer counts start afresh.",
+            "success",
+        )
+    else:
+        flash(f"{name} was not blocked.", "info")
+    return _back(found.id)

@@ -1,0 +1,104 @@
+"""A project's annotators page: the numbers of `project_workforce` as people read them, and the block and unblock
+buttons, for the project's managers only."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from marketplace.events.models import Event
+from marketplace.work.models import Assignment, AssignmentState, ProjectWorker
+from tests.web.conftest import World
+from tests.web.test_bonuses import NAME, _label
+
+
+def _url(world: World, *rest: object) -> str:
+    return "/".join([f"/projects/{world.project.id}/workers", *map(str, rest)])
+
+
+def _standing(engine: Any, world: World) -> ProjectWorker:
+    with Session(engine) as check:
+        worker = check.get_one(ProjectWorker, (world.project.id, world.annotator.id))
+        check.expunge(worker)
+        return worker
+
+
+def _worked(world: World, as_user, db_session: Session) -> Any:
+    world.annotator.display_name = NAME
+    db_session.commit()
+    annotator = as_user(world.annotator_user)
+    _label(annotator)
+    return annotator
+
+
+def test_managers_see_each_annotators_numbers_and_block_them_with_a_reason(
+    world: World, as_user, db_session: Session, engine: Any
+) -> None:
+    annotator = _worked(world, as_user, db_session)
+    assert annotator.post("/work/next").status_code == 302  # a live lease the block gives back
+    manager = as_user(world.manager)
+    dashboard = manager.get(f"/projects/{world.project.id}").get_data(as_text=True)
+    assert f'href="{_url(world)}"' in dashboard
+
+    page = manager.get(_url(world))
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert NAME in html
+    assert f"#{world.annotator.id}" in html
+    assert '<span class="state state-active">active</span>' in html
+    assert "€0.00" in html  # nothing earned yet: the label waits for review
+    assert "Block…" in html
+
+    blank = manager.post(_url(world, world.annotator.id, "block"), data={"reason": "  "})
+    assert blank.status_code == 302
+    assert "Nobody was blocked" in manager.get(_url(world)).get_data(as_text=True)
+    assert _standing(engine, world).blocked_at is None
+
+    blocked = manager.post(_url(world, world.annotator.id, "block"), data={"reason": "Copied answers"})
+    assert blocked.status_code == 302
+    assert blocked.headers["Location"] == _url(world)
+    html = manager.get(_url(world)).get_data(as_text=True)
+    assert f"Blocked {NAME} from this project" in html
+    assert '<span class="state state-blocked">blocked</span>' in html
+    assert "Copied answers" in html
+    standing = _standing(engine, world)
+    assert (standing.blocked_reason, standing.blocked_by_id) == ("Copied answers", world.manager.id)
+    with Session(engine) as check:
+        live = check.scalars(select(Assignment).where(Assignment.state == AssignmentState.LEASED.value)).all()
+        assert live == []
+        assert check.scalar(select(Event.data).where(Event.type == "worker.blocked"))["source"] == "manager"
+    no_work = annotator.post("/work/next", data={"project_id": str(world.project.id)})
+    assert "/work/assignments/" not in no_work.headers.get("Location", "")
+
+    again = manager.post(_url(world, world.annotator.id, "unblock"))
+    assert again.status_code == 302
+    assert "can work on this project again" in manager.get(_url(world)).get_data(as_text=True)
+    assert _standing(engine, world).blocked_at is None
+
+
+def test_finance_reads_the_page_without_buttons_and_others_are_refused(
+    world: World, as_user, db_session: Session, engine: Any
+) -> None:
+    _worked(world, as_user, db_session)
+    finance = as_user(world.org_finance)
+    html = finance.get(_url(world)).get_data(as_text=True)
+    assert NAME in html
+    assert "Block…" not in html
+    assert finance.post(_url(world, world.annotator.id, "block"), data={"reason": "x"}).status_code == 403
+    assert as_user(world.reviewer).get(_url(world)).status_code == 403
+    outsider = as_user(world.other_manager)
+    assert outsider.get(_url(world)).status_code == 404
+    assert outsider.post(_url(world, world.annotator.id, "block"), data={"reason": "x"}).status_code == 404
+    assert _standing(engine, world).blocked_at is None
+    # someone who never worked on the project is not found
+    manager = as_user(world.manager)
+    assert manager.post(_url(world, 999_999, "block"), data={"reason": "x"}).status_code == 404
+
+
+def test_an_empty_project_says_so(world: World, as_user) -> None:
+    html = as_user(world.manager).get(_url(world)).get_data(as_text=True)
+    assert "Nobody has taken a task in this project yet." in html
+    assert re.search(r"<table", html) is None
