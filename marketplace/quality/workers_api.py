@@ -33,7 +33,7 @@ DECIDERS = (OrgRole.ADMIN.value, OrgRole.MANAGER.value)
 
 class WorkersQuery(ma.Schema):
     after = PlainInteger(load_default=0, validate=validate.Range(0, MAX_ID))
-    limit = PlainInteger(load_default=100, validate=validate.Range(1, 500))
+    limit = PlainInteger(load_default=50, validate=validate.Range(1, 200))
 
 
 class BlockIn(ma.Schema):
