@@ -4,6 +4,10 @@ Whoever rejected the label may not decide its appeal (automatic rejections by go
 such person). An upheld appeal accepts and pays the label (`accept_label(overturn=True)`), moves the
 rejection's accuracy evidence back, and for a control item counts the answer as right (which can lift a gold
 block). A denied appeal needs a reason, like a rejection.
+
+A project's managers can also reverse rejections themselves, many at once, without an appeal (`reverse_rejections`:
+MTurk's OverrideRejection, the remedy its workers ask for after a mass rejection): the same effects as an upheld
+appeal, with a reason.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def file_appeal(
     session: Session, *, label_id: int, annotator: AnnotatorProfile, comment: str, now: datetime
 ) -> Appeal:
     """The label's annotator appeals its rejection (once per label)."""
-    label = session.get(Label, label_id)
+    # locked: a manager reversing the rejection at the same moment either sees this appeal or is seen by it
+    label = session.get(Label, label_id, with_for_update={"key_share": True}, populate_existing=True)
     if label is None or label.annotator_id != annotator.id:
         raise NotFound(f"Label {label_id} not found.")
     comment = comment.strip()
@@ -123,14 +128,32 @@ def decide_appeal(
         return appeal
     appeal.state = AppealState.UPHELD.value
     label = session.get_one(Label, appeal.label_id)
+    overturn_rejection(
+        session,
+        label=label,
+        project=project,
+        user=user,
+        reason=reason or "rejection overturned on appeal",
+        source="appeal",
+        now=now,
+    )
+    session.flush()
+    return appeal
+
+
+def overturn_rejection(
+    session: Session, *, label: Label, project: Project, user: User, reason: str, source: str, now: datetime
+) -> None:
+    """Accept and pay a rejected label after all: its rejection's accuracy evidence moves back, and a control
+    item's answer counts as right (which can lift a gold block)."""
     weight = rejection_weight(label)
     accept_and_record(
         session,
         label=label,
         now=now,
-        source="appeal",
+        source=source,
         reviewer_id=user.id,
-        reason=reason or "rejection overturned on appeal",
+        reason=reason,
         pay=bool(project.review_params.get("pay_correct_gold", True)) if label.is_gold else True,
         overturn=True,
     )
@@ -139,5 +162,59 @@ def decide_appeal(
     )
     if label.is_gold:
         overturn_gold_miss(session, label=label, project=project)
+
+
+#: the most labels one reversal request takes
+MAX_REVERSALS = 500
+
+
+def _locked_appeal(session: Session, label_id: int) -> Appeal | None:
+    return session.scalar(
+        select(Appeal)
+        .where(Appeal.label_id == label_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def reverse_rejections(
+    session: Session, *, project: Project, label_ids: list[int], user: User, reason: str, now: datetime
+) -> dict[int, str]:
+    """A project's manager reverses rejections (MTurk's OverrideRejection): each rejected label among
+    `label_ids` is accepted and paid as an upheld appeal would be, and an open appeal on it is closed as upheld.
+    All or nothing (the budget must pay them all). Per label: `reversed`, `not_rejected` (a retry, or never
+    rejected), `own_label` (the manager's own work) or `not_found` (not in this project)."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("Say why the rejections are reversed.", details={"reason": "required"})
+    wanted = sorted(set(label_ids))
+    mine = own_annotator_id(session, user)
+    outcomes = dict.fromkeys(wanted, "not_found")
+    found = session.execute(
+        select(Label.id, Label.annotator_id)
+        .where(Label.id.in_(wanted), Label.project_id == project.id)
+        .order_by(Label.task_id, Label.id)
+    ).all()
+    for label_id, annotator_id in found:
+        if annotator_id == mine:
+            outcomes[label_id] = "own_label"
+            continue
+        # Locks as an appeal's decision takes them: the appeal's row, the label's, then (accepting) the item's.
+        # An appeal filed meanwhile (filing locks the label) is found by the second look.
+        appeal = _locked_appeal(session, label_id)
+        label = session.get_one(Label, label_id, with_for_update={"key_share": True}, populate_existing=True)
+        appeal = appeal or _locked_appeal(session, label_id)
+        if label.review_state != ReviewState.REJECTED:
+            outcomes[label_id] = "not_rejected"
+            continue
+        if appeal is not None and appeal.state == AppealState.OPEN:
+            appeal.state = AppealState.UPHELD.value
+            appeal.decided_by_id = user.id
+            appeal.decided_at = now
+            appeal.reason = reason
+        overturn_rejection(
+            session, label=label, project=project, user=user, reason=reason, source="reversal", now=now
+        )
+        outcomes[label_id] = "reversed"
     session.flush()
-    return appeal
+    return outcomes
