@@ -15,6 +15,7 @@ from wtforms import (
     HiddenField,
     IntegerField,
     PasswordField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
@@ -215,6 +216,16 @@ class BlockWorkerForm(FlaskForm):
     reason = StringField(
         "Reason",
         validators=[DataRequired("Say why: it is kept with the block."), Length(max=500)],
+    )
+
+
+class ReverseRejectionsForm(FlaskForm):
+    """The rejected labels ticked on the page, and why they are reversed (shown to the annotator)."""
+
+    label_ids = SelectMultipleField("Labels", coerce=str, validate_choice=False)
+    reason = StringField(
+        "Reason",
+        validators=[DataRequired("Say why: the annotator reads it."), Length(max=1000)],
     )
 
 

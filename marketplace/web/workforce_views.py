@@ -2,17 +2,24 @@
 
 The numbers are those of `GET /api/v1/projects/<id>/workers` (`project_workforce`), a page of annotators at a
 time; the block and unblock buttons call the same services as the API (`block_annotator`, `unblock_annotator`).
-Admins, managers and finance read the page, as they read the budget; admins and managers block and unblock.
+Admins, managers and finance read the page, as they read the budget; admins and managers block and unblock,
+and open an annotator's rejected labels to reverse some (`reverse_rejections`, as the API's
+`POST /api/v1/projects/<id>/rejections/reverse`).
 """
 
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from marketplace.accounts.auth import current_user, is_platform_admin, organisation_role, project_for
+from marketplace.accounts.models import User
 from marketplace.annotators.models import AnnotatorProfile
+from marketplace.billing.services import project_budget
 from marketplace.db import get_session, retry_transaction, utcnow
+from marketplace.errors import NotFound
+from marketplace.quality.appeals import MAX_REVERSALS, reverse_rejections
 from marketplace.quality.workers import block_annotator, unblock_annotator
 from marketplace.throughput.workforce import project_workforce
 from marketplace.web.access import (
@@ -22,8 +29,11 @@ from marketplace.web.access import (
     area_required,
     reload_user_on_retry,
 )
-from marketplace.web.blueprint import bp, id_arg
-from marketplace.web.forms import ActionForm, BlockWorkerForm
+from marketplace.web.blueprint import bp, id_arg, parse_id
+from marketplace.web.formatting import format_count
+from marketplace.web.forms import ActionForm, BlockWorkerForm, ReverseRejectionsForm
+from marketplace.work.models import Label, ReviewState
+from payments.errors import InsufficientFunds
 
 #: annotators per page
 PAGE = 50
@@ -115,3 +125,81 @@ def unblock_project_worker(project_id: int, annotator_id: int) -> Response:
     else:
         flash(f"{name} was not blocked.", "info")
     return _back(found.id)
+
+
+#: the rejected labels the page lists (the API pages through all of them)
+REJECTIONS_SHOWN = 200
+
+
+@bp.route("/projects/<int:project_id>/workers/<int:annotator_id>/rejections", methods=["GET", "POST"])
+@area_required(PROJECTS)
+@retry_transaction
+@reload_user_on_retry
+def worker_rejections(project_id: int, annotator_id: int) -> Response | tuple[str, int]:
+    """An annotator's rejected labels in the project, oldest first, with the reason and who rejected them; the
+    project's managers tick some and reverse them with a reason (`reverse_rejections`)."""
+    session = get_session()
+    found = project_for(session, project_id, *PROJECT_MANAGERS)
+    worker = project_workforce(session, project=found, annotator_id=annotator_id)
+    if not worker:
+        raise NotFound(f"Annotator {annotator_id} has not worked on project {found.id}.")
+    form = ReverseRejectionsForm()
+    status = 200
+    if form.validate_on_submit():
+        ids = [parsed for parsed in (parse_id(value) for value in form.label_ids.data or []) if parsed]
+        if not ids:
+            form.label_ids.errors = [*form.label_ids.errors, "Tick the labels to reverse."]
+            status = 422
+        else:
+            try:
+                with session.begin_nested():  # a refusal half-way leaves nothing of the reversal
+                    outcomes = reverse_rejections(
+                        session,
+                        project=found,
+                        label_ids=ids[:MAX_REVERSALS],
+                        user=current_user(),
+                        reason=(form.reason.data or "").strip(),
+                        now=utcnow(),
+                    )
+            except InsufficientFunds:
+                available = project_budget(session, project=found).available
+                form.form_errors.append(
+                    f"The budget has {available.format()} available: not enough to pay these labels. "
+                    "Fund the budget or reverse fewer; nothing was reversed."
+                )
+                status = 409
+            else:
+                done = sum(1 for outcome in outcomes.values() if outcome == "reversed")
+                flash(
+                    f"Reversed {format_count(done, 'rejection')}: accepted and paid."
+                    if done
+                    else "Nothing to reverse: those labels are no longer rejected.",
+                    "success" if done else "info",
+                )
+                return redirect(
+                    url_for("web.worker_rejections", project_id=found.id, annotator_id=annotator_id)
+                )
+    elif form.is_submitted():
+        status = 422
+    rows = session.execute(
+        select(Label, User.name)
+        .outerjoin(User, User.id == Label.reviewed_by_id)
+        .where(
+            Label.project_id == found.id,
+            Label.annotator_id == annotator_id,
+            Label.review_state == ReviewState.REJECTED.value,
+        )
+        .order_by(Label.id)
+        .limit(REJECTIONS_SHOWN)
+    ).all()
+    return (
+        render_template(
+            "web/projects/rejections.html",
+            project=found,
+            worker=worker[0],
+            rows=rows,
+            form=form,
+            shown=REJECTIONS_SHOWN,
+        ),
+        status,
+    )

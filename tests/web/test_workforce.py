@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from marketplace.db import utcnow
 from marketplace.events.models import Event
-from marketplace.work.models import Assignment, AssignmentState, ProjectWorker
+from marketplace.quality.review import review_label
+from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker
 from tests.web.conftest import World
 from tests.web.test_bonuses import NAME, _label
 
@@ -102,3 +104,42 @@ def test_an_empty_project_says_so(world: World, as_user) -> None:
     html = as_user(world.manager).get(_url(world)).get_data(as_text=True)
     assert "Nobody has taken a task in this project yet." in html
     assert re.search(r"<table", html) is None
+
+
+def test_a_manager_reverses_an_annotators_wrong_rejections_from_the_page(
+    world: World, as_user, db_session: Session, engine: Any
+) -> None:
+    annotator = _worked(world, as_user, db_session)
+    _label(annotator, key="second")
+    labels = db_session.scalars(select(Label).order_by(Label.id)).all()
+    for label in labels:
+        review_label(
+            db_session,
+            label_id=label.id,
+            user=world.reviewer,
+            decision="reject",
+            reason="Too vague",
+            now=utcnow(),
+        )
+    db_session.commit()
+    manager = as_user(world.manager)
+    listing = manager.get(_url(world)).get_data(as_text=True)
+    page_url = _url(world, world.annotator.id, "rejections")
+    assert f'href="{page_url}"' in listing
+    page = manager.get(page_url)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Too vague" in html
+    assert html.count('name="label_ids"') == 2
+
+    assert manager.post(page_url, data={"reason": "The guide allowed it"}).status_code == 422
+    assert manager.post(page_url, data={"label_ids": [str(labels[0].id)], "reason": " "}).status_code == 422
+    done = manager.post(page_url, data={"label_ids": [str(labels[0].id)], "reason": "The guide allowed it"})
+    assert done.status_code == 302
+    assert "Reversed 1 rejection: accepted and paid." in manager.get(page_url).get_data(as_text=True)
+    with Session(engine) as check:
+        states = [check.get_one(Label, label.id).review_state for label in labels]
+        assert states == ["accepted", "rejected"]
+        assert check.get_one(Label, labels[0].id).reason == "The guide allowed it"
+    assert as_user(world.org_finance).get(page_url).status_code == 403
+    assert as_user(world.other_manager).get(page_url).status_code == 404
