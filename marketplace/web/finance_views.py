@@ -128,7 +128,7 @@ def finance() -> str:
     )
 
 
-def _csv_response(name: str, rows: Iterator[list[str]]) -> Response:
+def csv_response(name: str, rows: Iterator[list[str]]) -> Response:
     def body() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -174,7 +174,7 @@ def payouts_csv() -> Response:
                 p.failure_code or "",
             ]
 
-    return _csv_response(f"payouts-{period.first_day}-{period.last_day}.csv", rows())
+    return csv_response(f"payouts-{period.first_day}-{period.last_day}.csv", rows())
 
 
 @bp.get("/finance/reconciliation.csv")

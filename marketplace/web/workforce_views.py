@@ -9,6 +9,8 @@ and open an annotator's rejected labels to reverse some (`reverse_rejections`, a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from flask import flash, redirect, render_template, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
@@ -21,7 +23,7 @@ from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import NotFound
 from marketplace.quality.appeals import MAX_REVERSALS, reverse_rejections
 from marketplace.quality.workers import block_annotator, unblock_annotator
-from marketplace.throughput.workforce import project_workforce
+from marketplace.throughput.workforce import WorkerPerformance, project_workforce
 from marketplace.web.access import (
     BUDGET_READERS,
     PROJECT_MANAGERS,
@@ -30,13 +32,16 @@ from marketplace.web.access import (
     reload_user_on_retry,
 )
 from marketplace.web.blueprint import bp, id_arg, parse_id
+from marketplace.web.finance_views import csv_response
 from marketplace.web.formatting import format_count
 from marketplace.web.forms import ActionForm, BlockWorkerForm, ReverseRejectionsForm
 from marketplace.work.models import Label, ReviewState
 from payments.errors import InsufficientFunds
+from payments.money import Money
 
-#: annotators per page
+#: annotators per page, and per read of the CSV
 PAGE = 50
+CSV_PAGE = 200
 
 
 @bp.get("/projects/<int:project_id>/workers")
@@ -61,6 +66,100 @@ def project_workers(project_id: int) -> str:
         block_form=BlockWorkerForm(),
         action_form=ActionForm(),
     )
+
+
+#: the columns of workers.csv: counts, seconds and money as numbers (amounts in minor units) beside their display
+WORKERS_CSV_COLUMNS = [
+    "annotator_id",
+    "name",
+    "status",
+    "blocked_reason",
+    "fast_answers",
+    "leases",
+    "leases_released",
+    "leases_expired",
+    "labels_submitted",
+    "labels_accepted",
+    "labels_rejected",
+    "labels_pending",
+    "acceptance_rate",
+    "gold_answered",
+    "gold_correct",
+    "time_on_task_seconds",
+    "seconds_per_label",
+    "labels_per_hour",
+    "currency",
+    "earned_minor",
+    "earned",
+    "bonuses_minor",
+    "bonuses",
+    "cost_minor",
+    "cost",
+    "cost_per_accepted_label",
+    "hourly_pay",
+    "last_label_at",
+]
+
+
+def _worker_row(w: WorkerPerformance) -> list[str]:
+    def number(value: float | None, places: int) -> str:
+        return "" if value is None else f"{value:.{places}f}"
+
+    def shown(value: Money | None) -> str:
+        return "" if value is None else value.format()
+
+    return [
+        str(w.annotator_id),
+        w.name,
+        "blocked" if w.blocked_at else "active",
+        w.blocked_reason or "",
+        str(w.fast_answers),
+        str(w.leased),
+        str(w.leases["released"]),
+        str(w.leases["expired"]),
+        str(w.submitted),
+        str(w.labels["accepted"]),
+        str(w.labels["rejected"]),
+        str(w.labels["pending"]),
+        number(w.acceptance_rate, 4),
+        str(w.gold_answered),
+        str(w.gold_correct),
+        number(w.active_ms / 1000, 1),
+        number(w.seconds_per_label, 1),
+        number(w.labels_per_hour, 1),
+        w.currency,
+        str(w.earned_minor),
+        Money(w.earned_minor, w.currency).format(),
+        str(w.bonuses_minor),
+        Money(w.bonuses_minor, w.currency).format(),
+        str(w.cost_minor),
+        Money(w.cost_minor, w.currency).format(),
+        shown(w.cost_per_accepted_label),
+        shown(w.hourly_pay),
+        w.last_label_at.isoformat() if w.last_label_at else "",
+    ]
+
+
+@bp.get("/projects/<int:project_id>/workers.csv")
+@area_required(PROJECTS)
+def project_workers_csv(project_id: int) -> Response:
+    """Every annotator of the project with their numbers, as CSV (read a page at a time, then sent)."""
+    session = get_session()
+    found = project_for(session, project_id, *BUDGET_READERS)
+    everyone: list[WorkerPerformance] = []
+    while True:
+        after = everyone[-1].annotator_id if everyone else 0
+        page = project_workforce(session, project=found, after=after, limit=CSV_PAGE)
+        everyone.extend(page)
+        if len(page) < CSV_PAGE:
+            break
+
+    def rows() -> Iterator[list[str]]:
+        yield WORKERS_CSV_COLUMNS
+        for worker in everyone:
+            yield _worker_row(worker)
+
+    return csv_response(f"project-{found.id}-annotators.csv", rows())
 
 
 def _back(project_id: int) -> Response:

@@ -3,6 +3,8 @@ buttons, for the project's managers only."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from typing import Any
 
@@ -143,3 +145,24 @@ def test_a_manager_reverses_an_annotators_wrong_rejections_from_the_page(
         assert check.get_one(Label, labels[0].id).reason == "The guide allowed it"
     assert as_user(world.org_finance).get(page_url).status_code == 403
     assert as_user(world.other_manager).get(page_url).status_code == 404
+
+
+def test_the_annotators_csv_has_everyone_with_numbers_and_money(
+    world: World, as_user, db_session: Session
+) -> None:
+    _worked(world, as_user, db_session)
+    answer = as_user(world.org_finance).get(_url(world) + ".csv")
+    assert answer.status_code == 200
+    assert (
+        answer.headers["Content-Disposition"]
+        == f'attachment; filename="project-{world.project.id}-annotators.csv"'
+    )
+    header, row = list(csv.reader(io.StringIO(answer.get_data(as_text=True))))
+    record = dict(zip(header, row, strict=True))
+    assert record["annotator_id"] == str(world.annotator.id)
+    assert record["name"] == NAME
+    assert (record["status"], record["labels_submitted"], record["labels_pending"]) == ("active", "1", "1")
+    assert (record["earned_minor"], record["earned"], record["currency"]) == ("0", "€0.00", "EUR")
+    assert record["acceptance_rate"] == ""
+    assert as_user(world.reviewer).get(_url(world) + ".csv").status_code == 403
+    assert as_user(world.other_manager).get(_url(world) + ".csv").status_code == 404
