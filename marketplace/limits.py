@@ -6,6 +6,7 @@ the integer column, an amount no price could be, a date whose arithmetic overflo
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 
 #: ids are PostgreSQL `integer` columns
@@ -19,3 +20,14 @@ MAX_AMOUNT_MINOR = 10**13
 #: moments a client may name: far enough from the ends of Python's calendar that arithmetic on them never fails
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def visible_text(text: str) -> str:
+    """`text` without the blanks at either end, invisible format characters (zero-width spaces and joiners, a
+    byte-order mark) counted as blanks: a reason that shows nothing is no reason."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) == "Cf"):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    return text[start:end]

@@ -45,7 +45,7 @@ EVENT_TYPES: dict[str, str] = {
     "budget.low": "low, available, needed_for_remaining, remaining_labels",
     "bonus.granted": "bonus_id, annotator_id, amount, reason",
     "worker.blocked": "annotator_id, reason, source, blocked_by_id, leases_released",
-    "worker.unblocked": "annotator_id, unblocked_by_id, was_blocked_for",
+    "worker.unblocked": "annotator_id, source, unblocked_by_id, was_blocked_for",
     "payout.sent": "payout_id, annotator_id, amount",
     "payout.failed": "payout_id, annotator_id, amount, reason",
 }

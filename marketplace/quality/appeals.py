@@ -22,6 +22,7 @@ from marketplace.accounts.models import User
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from marketplace.events.services import record_event
+from marketplace.limits import visible_text
 from marketplace.projects.models import Project
 from marketplace.quality.accuracy import overturn_outcome, rejection_weight
 from marketplace.quality.gold import overturn_gold_miss
@@ -161,7 +162,7 @@ def overturn_rejection(
         session, annotator_id=label.annotator_id, skill_id=project.skill_id, weight=weight, gold=label.is_gold
     )
     if label.is_gold:
-        overturn_gold_miss(session, label=label, project=project)
+        overturn_gold_miss(session, label=label, project=project, now=now)
 
 
 #: the most labels one reversal request takes
@@ -184,7 +185,7 @@ def reverse_rejections(
     `label_ids` is accepted and paid as an upheld appeal would be, and an open appeal on it is closed as upheld.
     All or nothing (the budget must pay them all). Per label: `reversed`, `not_rejected` (a retry, or never
     rejected), `own_label` (the manager's own work) or `not_found` (not in this project)."""
-    reason = reason.strip()
+    reason = visible_text(reason)
     if not reason:
         raise InvalidInput("Say why the rejections are reversed.", details={"reason": "required"})
     wanted = sorted(set(label_ids))

@@ -25,10 +25,10 @@ from marketplace.projects.label_schema import values_agree
 from marketplace.projects.models import Project, Task
 from marketplace.quality.accuracy import GOLD_WEIGHT
 from marketplace.quality.outcomes import accept_and_record, reject_and_record
-from marketplace.quality.workers import SOURCE_GOLD, block_worker, lock_worker
+from marketplace.quality.workers import SOURCE_APPEAL, SOURCE_GOLD, block_worker, lift_block, lock_worker
 from marketplace.work.models import Label, ProjectWorker
 
-#: the start of every gold block's reason, so an appeal knows which blocks are gold's to lift
+#: the start of every gold block's reason
 BLOCK_PREFIX = "Gold accuracy"
 
 
@@ -84,8 +84,9 @@ def _block(session: Session, *, worker: ProjectWorker, project: Project, floor: 
     block_worker(session, worker=worker, project=project, reason=reason, source=SOURCE_GOLD, now=now)
 
 
-def overturn_gold_miss(session: Session, *, label: Label, project: Project) -> None:
-    """Count a gold answer rejected as wrong as right after all (upheld appeal); lift a block that no longer holds."""
+def overturn_gold_miss(session: Session, *, label: Label, project: Project, now: datetime) -> None:
+    """Count a gold answer rejected as wrong as right after all (upheld appeal or reversal); lift a gold block
+    that no longer holds (never a block for another cause)."""
     worker = lock_worker(session, project.id, label.annotator_id)
     worker.gold_wrong = max(worker.gold_wrong - 1, 0)
     worker.gold_correct += 1
@@ -93,9 +94,7 @@ def overturn_gold_miss(session: Session, *, label: Label, project: Project) -> N
     seen = worker.gold_correct + worker.gold_wrong
     if (
         worker.blocked_at is not None
-        and (worker.blocked_reason or "").startswith(BLOCK_PREFIX)
+        and worker.blocked_source == SOURCE_GOLD
         and (seen < min_items or worker.gold_correct / seen >= floor)
     ):
-        worker.blocked_at = None
-        worker.blocked_reason = None
-        worker.blocked_by_id = None
+        lift_block(session, worker=worker, project=project, source=SOURCE_APPEAL, now=now)

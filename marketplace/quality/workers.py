@@ -32,10 +32,11 @@ from marketplace.work.models import Assignment, AssignmentState, Label, ProjectW
 
 #: the start of a fast-answer block's reason
 FAST_PREFIX = "Too fast"
-#: what blocked: a quality rule or a person
+#: what blocked or unblocked: a quality rule, a person, or an upheld appeal (which can lift a gold block)
 SOURCE_GOLD = "gold"
 SOURCE_FAST = "fast_answers"
 SOURCE_MANAGER = "manager"
+SOURCE_APPEAL = "appeal"
 MAX_REASON = 500
 
 
@@ -71,8 +72,11 @@ def block_worker(
     """Block a (locked) worker from the project, release their live leases in it and record worker.blocked."""
     worker.blocked_at = now
     worker.blocked_reason = reason[:MAX_REASON]
+    worker.blocked_source = source
     worker.blocked_by_id = blocked_by_id
     annotator = session.get_one(AnnotatorProfile, worker.annotator_id)
+    # Locked and re-read: a lease that an expiry or the annotator's own release ended meanwhile no longer matches
+    # (PostgreSQL re-checks the condition on the row it waited for) and is left alone.
     leases = session.scalars(
         select(Assignment)
         .where(
@@ -81,6 +85,8 @@ def block_worker(
             Assignment.state == AssignmentState.LEASED.value,
         )
         .order_by(Assignment.task_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     for assignment in leases:
         # records its own assignment.released event, like any release
@@ -149,19 +155,41 @@ def unblock_annotator(
     worker = _project_worker(session, project, annotator_id)
     if worker.blocked_at is None:
         return Standing(worker, changed=False)
+    lift_block(
+        session, worker=worker, project=project, source=SOURCE_MANAGER, now=now, unblocked_by_id=by_user_id
+    )
+    worker.gold_correct = worker.gold_wrong = worker.fast_answers = 0
+    return Standing(worker, changed=True)
+
+
+def lift_block(
+    session: Session,
+    *,
+    worker: ProjectWorker,
+    project: Project,
+    source: str,
+    now: datetime,
+    unblocked_by_id: int | None = None,
+) -> None:
+    """Clear a (locked) worker's block and record worker.unblocked: by a manager, or by an upheld appeal that
+    undid the gold answers behind a gold block."""
     reason = worker.blocked_reason
     worker.blocked_at = None
     worker.blocked_reason = None
+    worker.blocked_source = None
     worker.blocked_by_id = None
-    worker.gold_correct = worker.gold_wrong = worker.fast_answers = 0
     record_event(
         session,
         project_id=project.id,
         type="worker.unblocked",
-        data={"annotator_id": annotator_id, "unblocked_by_id": by_user_id, "was_blocked_for": reason},
+        data={
+            "annotator_id": worker.annotator_id,
+            "source": source,
+            "unblocked_by_id": unblocked_by_id,
+            "was_blocked_for": reason,
+        },
         now=now,
     )
-    return Standing(worker, changed=True)
 
 
 def min_seconds_per_label(project: Project) -> float:

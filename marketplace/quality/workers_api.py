@@ -14,7 +14,7 @@ from marketplace.accounts.models import OrgRole
 from marketplace.api import Blueprint, PlainInteger
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput, NotFound
-from marketplace.limits import MAX_ID
+from marketplace.limits import MAX_ID, visible_text
 from marketplace.projects.models import Project
 from marketplace.quality import workers
 from marketplace.throughput.workforce import project_workforce
@@ -91,7 +91,7 @@ class BlockWorker(MethodView):
         already (the block they have is kept)."""
         session = get_session()
         project = project_for(session, project_id, *DECIDERS)
-        reason = body["reason"].strip()
+        reason = visible_text(body["reason"])
         if not reason:
             raise InvalidInput("Give a reason for the block.", details={"reason": "blank"})
         standing = workers.block_annotator(

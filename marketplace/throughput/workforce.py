@@ -11,9 +11,10 @@ What Labelbox's performance view and Prolific's reward per hour give a manager, 
 
 The money comes from posted ledger transactions that debited the project's budget and credited the annotator's
 payable, so a gold answer that the project does not pay earns nothing here either, and a label paid after an
-upheld appeal counts. Each page of annotators costs three grouped reads of those annotators' own assignments,
-labels and ledger entries (through their indexes by annotator and by account), never a scan of the project:
-`bench/workforce.py` measures it.
+upheld appeal counts. Each page of annotators costs two statements: one for their leases and labels (one
+snapshot, so the counts agree with each other however busy the project is) and one for their ledger entries
+(read a moment later: a label accepted in between shows in the counts before its money). Both read through
+indexes by annotator and by account, never a scan of the project: `bench/workforce.py` measures it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, literal, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from marketplace.annotators.models import AnnotatorProfile
@@ -40,10 +41,10 @@ class WorkerPerformance:
     annotator_id: int
     name: str
     currency: str
-    leased: int
     fast_answers: int
     blocked_at: datetime | None
     blocked_reason: str | None
+    blocked_source: str | None
     blocked_by_id: int | None
     leases: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in AssignmentState})
     labels: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in ReviewState})
@@ -59,6 +60,11 @@ class WorkerPerformance:
     @property
     def submitted(self) -> int:
         return sum(self.labels.values())
+
+    @property
+    def leased(self) -> int:
+        """Leases ever taken in the project, whatever became of them."""
+        return sum(self.leases.values())
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -102,6 +108,7 @@ class WorkerPerformance:
             "status": "blocked" if self.blocked_at is not None else "active",
             "blocked_at": self.blocked_at.isoformat() if self.blocked_at else None,
             "blocked_reason": self.blocked_reason,
+            "blocked_source": self.blocked_source,
             "blocked_by_id": self.blocked_by_id,
             "fast_answers": self.fast_answers,
             "leases": {"total": self.leased, **self.leases},
@@ -150,10 +157,10 @@ def project_workforce(
             annotator_id=worker.annotator_id,
             name=name,
             currency=project.currency,
-            leased=worker.leased,
             fast_answers=worker.fast_answers,
             blocked_at=worker.blocked_at,
             blocked_reason=worker.blocked_reason,
+            blocked_source=worker.blocked_source,
             blocked_by_id=worker.blocked_by_id,
         )
         for worker, name in session.execute(stmt)
@@ -165,35 +172,50 @@ def project_workforce(
 
 
 def _add_work(session: Session, project: Project, workers: dict[int, WorkerPerformance]) -> None:
-    """Leases by state, and labels by review state with time on task: two grouped reads, each through its table's
-    index by annotator (joining labels to their assignments made PostgreSQL hash the project's labels whole)."""
+    """Leases by state, and labels by review state with time on task: one statement (one snapshot, so a lease or
+    a submit committing meanwhile is counted in both or neither), two grouped reads through each table's index
+    by annotator (joining labels to their assignments made PostgreSQL hash the project's labels whole)."""
     annotator_ids = list(workers)
-    for annotator_id, state, count in session.execute(
-        select(Assignment.annotator_id, Assignment.state, func.count())
+    leases = (
+        select(
+            Assignment.annotator_id,
+            literal("lease").label("kind"),
+            Assignment.state,
+            Assignment.is_gold,
+            func.count().label("n"),
+            (func.count() * 0).label("active_ms"),
+            func.max(Assignment.leased_at).label("last"),
+        )
         .where(Assignment.project_id == project.id, Assignment.annotator_id.in_(annotator_ids))
-        .group_by(Assignment.annotator_id, Assignment.state)
-    ):
-        workers[annotator_id].leases[state] = int(count)
-    for annotator_id, review_state, is_gold, count, active_ms, last in session.execute(
+        .group_by(Assignment.annotator_id, Assignment.state, Assignment.is_gold)
+    )
+    labels = (
         select(
             Label.annotator_id,
+            literal("label").label("kind"),
             Label.review_state,
             Label.is_gold,
-            func.count(),
-            func.coalesce(func.sum(Label.time_spent_ms), 0),
-            func.max(Label.created_at),
+            func.count().label("n"),
+            func.coalesce(func.sum(Label.time_spent_ms), 0).label("active_ms"),
+            func.max(Label.created_at).label("last"),
         )
         .where(Label.project_id == project.id, Label.annotator_id.in_(annotator_ids))
         .group_by(Label.annotator_id, Label.review_state, Label.is_gold)
+    )
+    for annotator_id, kind, state, is_gold, count, active_ms, last in session.execute(
+        union_all(leases, labels)
     ):
         worker = workers[annotator_id]
-        worker.labels[review_state] = worker.labels.get(review_state, 0) + int(count)
+        if kind == "lease":
+            worker.leases[state] = worker.leases.get(state, 0) + int(count)
+            continue
+        worker.labels[state] = worker.labels.get(state, 0) + int(count)
         worker.active_ms += int(active_ms)
         if last is not None and (worker.last_label_at is None or last > worker.last_label_at):
             worker.last_label_at = last
-        if is_gold and review_state != ReviewState.PENDING:
+        if is_gold and state != ReviewState.PENDING:
             worker.gold_answered += int(count)
-            if review_state == ReviewState.ACCEPTED:
+            if state == ReviewState.ACCEPTED:
                 worker.gold_correct += int(count)
 
 

@@ -20,7 +20,8 @@ from marketplace.accounts.models import User
 from marketplace.annotators.models import AnnotatorProfile
 from marketplace.billing.services import project_budget
 from marketplace.db import get_session, retry_transaction, utcnow
-from marketplace.errors import NotFound
+from marketplace.errors import InvalidInput, NotFound
+from marketplace.limits import visible_text
 from marketplace.quality.appeals import MAX_REVERSALS, reverse_rejections
 from marketplace.quality.workers import block_annotator, unblock_annotator
 from marketplace.throughput.workforce import WorkerPerformance, project_workforce
@@ -178,7 +179,7 @@ def block_project_worker(project_id: int, annotator_id: int) -> Response:
     session = get_session()
     found = project_for(session, project_id, *PROJECT_MANAGERS)
     form = BlockWorkerForm()
-    reason = (form.reason.data or "").strip() if form.validate_on_submit() else ""
+    reason = visible_text(form.reason.data or "") if form.validate_on_submit() else ""
     if not reason:
         errors = [e for errors in form.errors.values() for e in errors] or [
             "Say why: it is kept with the block."
@@ -257,9 +258,12 @@ def worker_rejections(project_id: int, annotator_id: int) -> Response | tuple[st
                         project=found,
                         label_ids=ids[:MAX_REVERSALS],
                         user=current_user(),
-                        reason=(form.reason.data or "").strip(),
+                        reason=form.reason.data or "",
                         now=utcnow(),
                     )
+            except InvalidInput as exc:
+                form.reason.errors = [*form.reason.errors, exc.message]
+                status = 422
             except InsufficientFunds:
                 available = project_budget(session, project=found).available
                 form.form_errors.append(

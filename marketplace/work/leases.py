@@ -27,7 +27,9 @@ def _assignment_query(*, lock: bool) -> Select[tuple[Assignment, Project]]:
             Assignment.id == bindparam("assignment_id"), Assignment.annotator_id == bindparam("annotator_id")
         )
     )
-    return stmt.with_for_update(of=Assignment) if lock else stmt
+    # populate_existing: a locked read must show the row as it is now, not a copy this unit of work loaded before
+    # the lock (an expiry or a release may have ended the lease since)
+    return stmt.with_for_update(of=Assignment).execution_options(populate_existing=True) if lock else stmt
 
 
 _ASSIGNMENT = {lock: _assignment_query(lock=lock) for lock in (False, True)}

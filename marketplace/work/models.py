@@ -114,5 +114,7 @@ class ProjectWorker(Base):
     #: manager's decision (`marketplace.quality.workers`)
     blocked_at: Mapped[datetime | None]
     blocked_reason: Mapped[str | None] = mapped_column(String(500))
+    #: what blocked them: `gold`, `fast_answers` or `manager` (`marketplace.quality.workers`)
+    blocked_source: Mapped[str | None] = mapped_column(String(20))
     #: who blocked them; None when a quality rule did
     blocked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

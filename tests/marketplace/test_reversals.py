@@ -130,6 +130,7 @@ def test_only_managers_reverse_and_bad_requests_change_nothing(client, db_sessio
         {"label_ids": list(range(1, 502)), "reason": "x"},
         {"label_ids": [label.id]},
         {"label_ids": [label.id], "reason": "   "},
+        {"label_ids": [label.id], "reason": "\u200b\u200d"},
         {"label_ids": [1.5], "reason": "x"},
         {"label_ids": ["1"], "reason": "x"},
     ):

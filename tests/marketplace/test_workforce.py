@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from marketplace.billing.services import project_budget
 from marketplace.db import utcnow
 from marketplace.events.models import Event
-from marketplace.projects.models import Project
+from marketplace.projects.models import Project, Task
 from marketplace.quality.models import ReviewEntry
 from marketplace.work.leases import expire_leases
 from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker
 from payments import ledger
 from tests import factories as f
+from tests.marketplace.test_concurrent_requests import _waiting_for_a_lock
 from tests.marketplace.test_quality_api import Team, fresh, own_user, team
 from tests.marketplace.test_quality_support import (  # noqa: F401  (fast_password_hashing: an autouse fixture)
     FEE,
@@ -84,6 +86,7 @@ def test_the_report_counts_each_annotators_work_time_and_money(client, db_sessio
         "status": "active",
         "blocked_at": None,
         "blocked_reason": None,
+        "blocked_source": None,
         "blocked_by_id": None,
         "fast_answers": 0,
         "leases": {"total": 4, "leased": 0, "submitted": 3, "released": 1, "expired": 0},
@@ -154,6 +157,8 @@ def test_a_manager_blocks_with_a_reason_and_the_live_leases_go_back(client, db_s
     assert client.post(url, json={}, headers=t.manager).status_code == 422
     blank = client.post(url, json={"reason": "   "}, headers=t.manager)
     assert blank.status_code == 422
+    invisible = client.post(url, json={"reason": "\u200b\ufeff \u2060"}, headers=t.manager)
+    assert invisible.status_code == 422
     assert blank.get_json()["error"]["details"] == {"reason": "blank"}
     unknown = client.post(workers_url(t, never.id, "block"), json={"reason": "spam"}, headers=t.manager)
     assert unknown.status_code == 404  # someone who never worked on the project
@@ -164,6 +169,7 @@ def test_a_manager_blocks_with_a_reason_and_the_live_leases_go_back(client, db_s
     assert body["changed"] is True
     worker = body["worker"]
     assert (worker["status"], worker["blocked_reason"]) == ("blocked", "Copied answers from another tool")
+    assert worker["blocked_source"] == "manager"
     assert (worker["leases"]["released"], worker["leases"]["leased"]) == (2, 0)
     manager_id = db_session.scalar(select(ProjectWorker.blocked_by_id))
     assert worker["blocked_by_id"] == manager_id is not None
@@ -200,6 +206,7 @@ def test_a_manager_blocks_with_a_reason_and_the_live_leases_go_back(client, db_s
     assert events(db_session, "worker.unblocked") == [
         {
             "annotator_id": t.worker.id,
+            "source": "manager",
             "unblocked_by_id": manager_id,
             "was_blocked_for": "Copied answers from another tool",
         }
@@ -357,3 +364,74 @@ def test_a_block_during_the_annotators_own_requests_leaves_no_lease_behind(app, 
     budget = project_budget(db_session, project=db_session.get_one(Project, project_id))
     assert budget.held.amount == pending * (PRICE + FEE)  # labels awaiting review, and no lease
     assert ledger.check_integrity(db_session) == []
+
+
+@pytest.mark.postgres
+def test_a_block_that_waits_for_an_expiry_leaves_the_expired_lease_alone(app, db_session, engine) -> None:
+    """The expiry ends the lease first; the block, which waited for the lease's row, must not free its slot a
+    second time (that failed the block on the item's counter, or on a consensus item went unnoticed)."""
+    t = team(db_session, tasks=2)
+    held = lease(db_session, t.worker, now=utcnow() - timedelta(hours=2))
+    task_id = held.task_id
+    answers: list[Any] = []
+    with Session(engine) as other:
+        assert expire_leases(other, now=utcnow()) == 1  # not committed yet: the lease's row stays locked
+        thread = threading.Thread(
+            target=lambda: answers.append(
+                app.test_client().post(
+                    workers_url(t, t.worker.id, "block"), json={"reason": "spam"}, headers=t.manager
+                )
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _waiting_for_a_lock(engine):
+            time.sleep(0.05)
+        assert _waiting_for_a_lock(engine), "the block never waited for the expiry"
+        other.commit()
+    thread.join(timeout=30)
+    (blocked,) = answers
+    assert blocked.status_code == 200, blocked.get_json()
+    assert blocked.get_json()["worker"]["leases"]["expired"] == 1
+    db_session.expire_all()
+    assert db_session.get_one(Assignment, held.id).state == AssignmentState.EXPIRED.value
+    task = db_session.get_one(Task, task_id)
+    assert (task.labels_in_progress, task.status) == (0, "open")
+    assert [e["leases_released"] for e in events(db_session, "worker.blocked")] == [0]
+    assert events(db_session, "assignment.released") == []
+    assert ledger.check_integrity(db_session) == []
+
+
+def test_an_upheld_gold_appeal_lifts_only_a_gold_block_and_says_so(client, db_session) -> None:
+    params = {"gold_rate": 0.5, "gold_min_items": 1, "gold_accuracy_floor": 0.5}
+    t = team(db_session, gold=2, review_params=params)
+    wrong = work(db_session, t.worker, "dog")  # the first item is gold: blocked by the gold floor
+    assert client.get(workers_url(t, t.worker.id), headers=t.manager).get_json()["blocked_source"] == "gold"
+    appeal = client.post(f"/api/v1/labels/{wrong.id}/appeal", json={"comment": "key"}, headers=t.worker_auth)
+    upheld = client.post(
+        f"/api/v1/appeals/{appeal.get_json()['id']}/decide", json={"decision": "uphold"}, headers=t.reviewer
+    )
+    assert upheld.status_code == 200, upheld.get_json()
+    assert client.get(workers_url(t, t.worker.id), headers=t.manager).get_json()["status"] == "active"
+    (lifted,) = events(db_session, "worker.unblocked")
+    assert (lifted["source"], lifted["unblocked_by_id"]) == ("appeal", None)
+    assert lifted["was_blocked_for"].startswith("Gold accuracy 0%")
+    assert client.get(workers_url(t, t.worker.id), headers=t.manager).get_json()["status"] == "active"
+
+    # a manager's block, whatever its words, stays when another gold miss is overturned
+    work(db_session, t.worker, "cat")  # an ordinary item
+    second = work(db_session, t.worker, "dog")  # the second gold item: 1 of 2 right meets the floor
+    assert fresh(db_session, second).review_state == "rejected"
+    blocked = client.post(
+        workers_url(t, t.worker.id, "block"),
+        json={"reason": "Gold accuracy is not the issue"},
+        headers=t.manager,
+    )
+    assert blocked.get_json()["changed"] is True
+    appeal = client.post(f"/api/v1/labels/{second.id}/appeal", json={"comment": "key"}, headers=t.worker_auth)
+    client.post(
+        f"/api/v1/appeals/{appeal.get_json()['id']}/decide", json={"decision": "uphold"}, headers=t.reviewer
+    )
+    standing = client.get(workers_url(t, t.worker.id), headers=t.manager).get_json()
+    assert (standing["status"], standing["blocked_source"]) == ("blocked", "manager")
+    assert len(events(db_session, "worker.unblocked")) == 1

@@ -136,6 +136,9 @@ def test_a_manager_reverses_an_annotators_wrong_rejections_from_the_page(
 
     assert manager.post(page_url, data={"reason": "The guide allowed it"}).status_code == 422
     assert manager.post(page_url, data={"label_ids": [str(labels[0].id)], "reason": " "}).status_code == 422
+    invisible = manager.post(page_url, data={"label_ids": [str(labels[0].id)], "reason": "\u200b"})
+    assert invisible.status_code == 422
+    assert "Say why the rejections are reversed." in invisible.get_data(as_text=True)
     done = manager.post(page_url, data={"label_ids": [str(labels[0].id)], "reason": "The guide allowed it"})
     assert done.status_code == 302
     assert "Reversed 1 rejection: accepted and paid." in manager.get(page_url).get_data(as_text=True)
