@@ -52,7 +52,7 @@ def test_managers_see_each_annotators_numbers_and_block_them_with_a_reason(
     html = page.get_data(as_text=True)
     assert NAME in html
     assert f"#{world.annotator.id}" in html
-    assert '<span class="state state-active">active</span>' in html
+    assert "state-blocked" not in html
     assert "€0.00" in html  # nothing earned yet: the label waits for review
     assert "Block…" in html
 
