@@ -15,6 +15,7 @@ from marketplace.billing.services import project_budget
 from marketplace.db import utcnow
 from marketplace.projects.models import Project
 from marketplace.work import decisions, leasing
+from marketplace.work.models import Assignment, ProjectWorker
 from payments.money import Money
 from tests import factories as f
 from tests.web.conftest import World, add_tasks
@@ -198,3 +199,31 @@ def test_enter_submits_and_opens_the_next_item(world: World, live_server: str, b
     expect(page.get_by_text("Submitted. You earn €0.50 if it is accepted.")).to_be_visible()
     assert page.url != first
     expect(page.get_by_role("button", name="Submit and next")).to_be_visible()
+
+
+def test_manager_blocks_and_unblocks_an_annotator_in_the_browser(
+    world: World, live_server: str, browser_page: Page, tmp_path: Path, db_session: Session
+) -> None:
+    outcome = leasing.lease_next_assignment(db_session, annotator=world.annotator, now=utcnow(), fee_bps=2000)
+    assert outcome.assignment is not None
+    db_session.commit()
+    page = browser_page
+    log_in(page, live_server, world.manager.email)
+    page.goto(f"{live_server}/projects/{world.project.id}")
+    page.get_by_role("link", name="Annotators").click()
+    expect(page.get_by_role("heading", name="Annotators")).to_be_visible()
+    page.get_by_text("Block…").click()
+    page.get_by_label(f"Why block {world.annotator.display_name}").fill("Answers copied between items")
+    page.get_by_role("button", name="Block", exact=True).click()
+    expect(page.get_by_text(f"Blocked {world.annotator.display_name} from this project")).to_be_visible()
+    expect(page.get_by_text("Answers copied between items")).to_be_visible()
+    page.screenshot(path=tmp_path / "blocked.png", full_page=True)
+    db_session.expire_all()
+    standing = db_session.get_one(ProjectWorker, (world.project.id, world.annotator.id))
+    assert standing.blocked_source == "manager"
+    assert db_session.get_one(Assignment, outcome.assignment.id).state == "released"
+
+    page.get_by_role("button", name="Unblock").click()
+    expect(page.get_by_text("can work on this project again")).to_be_visible()
+    db_session.expire_all()
+    assert db_session.get_one(ProjectWorker, (world.project.id, world.annotator.id)).blocked_at is None
