@@ -27,8 +27,9 @@ from marketplace.projects.models import Project
 from marketplace.quality.accuracy import overturn_outcome, rejection_weight
 from marketplace.quality.gold import overturn_gold_miss
 from marketplace.quality.models import Appeal, AppealState
-from marketplace.quality.outcomes import accept_and_record
+from marketplace.quality.outcomes import accept_and_record, lock_task
 from marketplace.quality.review import check_reviewer, own_annotator_id, reviewable_project_ids
+from marketplace.quality.workers import lock_worker
 from marketplace.work.models import Label, ReviewState
 
 #: how long after a rejection it can still be appealed (MTurk lets requesters reverse for 30 days)
@@ -147,6 +148,9 @@ def overturn_rejection(
 ) -> None:
     """Accept and pay a rejected label after all: its rejection's accuracy evidence moves back, and a control
     item's answer counts as right (which can lift a gold block)."""
+    if label.is_gold:
+        # the project-worker row before the skill row, as a gold answer's check takes them
+        lock_worker(session, project.id, label.annotator_id)
     weight = rejection_weight(label)
     accept_and_record(
         session,
@@ -182,9 +186,16 @@ def reverse_rejections(
     session: Session, *, project: Project, label_ids: list[int], user: User, reason: str, now: datetime
 ) -> dict[int, str]:
     """A project's manager reverses rejections (MTurk's OverrideRejection): each rejected label among
-    `label_ids` is accepted and paid as an upheld appeal would be, and an open appeal on it is closed as upheld.
+    `label_ids` is accepted and paid as an upheld appeal would be, and an open appeal on it is closed as upheld
+    (a denied one stays denied: that decision was made; the label now says why it was accepted after all).
     All or nothing (the budget must pay them all). Per label: `reversed`, `not_rejected` (a retry, or never
-    rejected), `own_label` (the manager's own work) or `not_found` (not in this project)."""
+    rejected), `own_label` (the manager's own work) or `not_found` (not in this project).
+
+    Locks, in phases, so that a batch never holds one kind of row while waiting for an earlier kind: each
+    rejected label's appeal and row (item order, as an appeal's decision takes them: appeal, then label), then
+    their items (item order, as every decision takes them), then per annotator (in annotator order, as consensus
+    pays several) their project-worker and skill rows, which the decisions update.
+    """
     reason = visible_text(reason)
     if not reason:
         raise InvalidInput("Say why the rejections are reversed.", details={"reason": "required"})
@@ -192,22 +203,28 @@ def reverse_rejections(
     mine = own_annotator_id(session, user)
     outcomes = dict.fromkeys(wanted, "not_found")
     found = session.execute(
-        select(Label.id, Label.annotator_id)
+        select(Label.id, Label.annotator_id, Label.review_state)
         .where(Label.id.in_(wanted), Label.project_id == project.id)
         .order_by(Label.task_id, Label.id)
     ).all()
-    for label_id, annotator_id in found:
+    chosen: list[tuple[Label, Appeal | None]] = []
+    for label_id, annotator_id, review_state in found:
         if annotator_id == mine:
             outcomes[label_id] = "own_label"
             continue
-        # Locks as an appeal's decision takes them: the appeal's row, the label's, then (accepting) the item's.
+        outcomes[label_id] = "not_rejected"
+        if review_state != ReviewState.REJECTED:
+            continue  # read without a lock: a pending label is a reviewer's to lock, not ours
         # An appeal filed meanwhile (filing locks the label) is found by the second look.
         appeal = _locked_appeal(session, label_id)
         label = session.get_one(Label, label_id, with_for_update={"key_share": True}, populate_existing=True)
         appeal = appeal or _locked_appeal(session, label_id)
-        if label.review_state != ReviewState.REJECTED:
-            outcomes[label_id] = "not_rejected"
-            continue
+        if label.review_state == ReviewState.REJECTED:
+            chosen.append((label, appeal))
+    for label, _ in chosen:  # already in item order
+        if not label.is_gold:
+            lock_task(session, label.task_id)
+    for label, appeal in sorted(chosen, key=lambda pair: (pair[0].annotator_id, pair[0].id)):
         if appeal is not None and appeal.state == AppealState.OPEN:
             appeal.state = AppealState.UPHELD.value
             appeal.decided_by_id = user.id
@@ -216,6 +233,6 @@ def reverse_rejections(
         overturn_rejection(
             session, label=label, project=project, user=user, reason=reason, source="reversal", now=now
         )
-        outcomes[label_id] = "reversed"
+        outcomes[label.id] = "reversed"
     session.flush()
     return outcomes

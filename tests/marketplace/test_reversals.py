@@ -4,13 +4,17 @@ them after all, many at once, all or nothing, once each; and the labels list the
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from marketplace.accounts.models import User
 from marketplace.billing.services import project_budget
+from marketplace.db import unit_of_work, utcnow
 from marketplace.events.models import Event
+from marketplace.quality import appeals
 from marketplace.quality.models import Appeal
 from marketplace.work.models import Label
 from payments import ledger
@@ -197,4 +201,73 @@ def test_a_reversal_and_an_appeals_decision_at_once_pay_the_label_once(app, clie
     assert payable(db_session, t.worker) == len(labels) * PRICE
     paid = db_session.scalar(select(func.count()).where(Event.type == "label.accepted"))
     assert paid == len(labels)
+    assert ledger.check_integrity(db_session) == []
+
+
+def _deadlocks(engine: Any) -> int:
+    time.sleep(1.2)  # PostgreSQL publishes a backend's statistics when it goes idle, at most once a second
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(
+            conn.scalar(text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"))
+            or 0
+        )
+
+
+@pytest.mark.postgres
+def test_a_reversal_waits_for_an_appeal_decision_on_the_same_annotator_without_a_deadlock(
+    app, client, db_session, engine, monkeypatch
+) -> None:
+    """The batch [G1, G2] of one annotator, G2 appealed and being upheld (slowly) at the same moment: the
+    reversal must not hold the annotator's rows from G1 while it waits for G2's appeal, which the decision holds
+    while it wants those rows."""
+    params = {"gold_rate": 0.5, "gold_min_items": 20, "gold_accuracy_floor": 0.1}
+    t = team(db_session, tasks=4, gold=4, review_policy="gold", review_params=params)
+    gold: list[Label] = []
+    ordinary = 0  # accepted and paid at once under the gold policy
+    while len(gold) < 2:
+        label = work(db_session, t.worker, "dog")  # gold items answer "cat"
+        if label.is_gold:
+            gold.append(label)
+        else:
+            ordinary += 1
+    g1, g2 = sorted(gold, key=lambda label: label.task_id)
+    appeal_id = client.post(
+        f"/api/v1/labels/{g2.id}/appeal", json={"comment": "c"}, headers=t.worker_auth
+    ).get_json()["id"]
+    real = appeals.overturn_rejection
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is threading.main_thread():  # only the decision, which runs here
+            time.sleep(1.5)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(appeals, "overturn_rejection", slow)
+    before = _deadlocks(engine)
+    answers: dict[str, Any] = {}
+
+    def reverse() -> None:
+        time.sleep(0.5)  # after the decision has locked the appeal
+        answers["reverse"] = app.test_client().post(
+            reverse_url(t), json={"label_ids": [g1.id, g2.id], "reason": "undo"}, headers=t.manager
+        )
+
+    thread = threading.Thread(target=reverse)
+    thread.start()
+    with unit_of_work(app) as session:
+        appeals.decide_appeal(
+            session,
+            appeal_id=appeal_id,
+            user=session.get_one(User, t.reviewer_id),
+            decision="uphold",
+            reason="ok",
+            now=utcnow(),
+        )
+    thread.join(timeout=60)
+    assert answers["reverse"].status_code == 200, answers["reverse"].get_json()
+    outcomes = {o["label_id"]: o["outcome"] for o in answers["reverse"].get_json()["outcomes"]}
+    assert outcomes == {g1.id: "reversed", g2.id: "not_rejected"}
+    assert _deadlocks(engine) == before
+    assert {fresh(db_session, g1).review_state, fresh(db_session, g2).review_state} == {"accepted"}
+    assert payable(db_session, t.worker) == (ordinary + 2) * PRICE
     assert ledger.check_integrity(db_session) == []
