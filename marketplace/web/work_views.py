@@ -26,7 +26,7 @@ from marketplace.web.access import WORK, area_required, reload_user_on_retry
 from marketplace.web.blueprint import bp, id_arg, parse_id
 from marketplace.web.forms import ActionForm, AppealForm, NextTaskForm, SubmitLabelForm
 from marketplace.work import decisions, leases, leasing
-from marketplace.work.models import Assignment, AssignmentState, Label
+from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker
 from payments.money import Money
 
 HISTORY_PAGE = 50
@@ -57,11 +57,19 @@ def workspace() -> str:
         .order_by(Assignment.lease_expires_at)
     ).all()
     projects = leasing.eligible_projects(session, annotator=annotator, now=now)
+    # projects that blocked me, with why (as MTurk shows a block's reason to the worker)
+    blocks = session.execute(
+        select(Project.name, ProjectWorker.blocked_reason, ProjectWorker.blocked_at)
+        .join(Project, Project.id == ProjectWorker.project_id)
+        .where(ProjectWorker.annotator_id == annotator.id, ProjectWorker.blocked_at.is_not(None))
+        .order_by(ProjectWorker.blocked_at.desc())
+    ).all()
     return render_template(
         "web/work/workspace.html",
         annotator=annotator,
         live=live,
         projects=projects,
+        blocks=blocks,
         my_price=Money(annotator.price_minor, annotator.currency),
         form=NextTaskForm(),
         now=now,

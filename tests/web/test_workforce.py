@@ -169,3 +169,15 @@ def test_the_annotators_csv_has_everyone_with_numbers_and_money(
     assert record["acceptance_rate"] == ""
     assert as_user(world.reviewer).get(_url(world) + ".csv").status_code == 403
     assert as_user(world.other_manager).get(_url(world) + ".csv").status_code == 404
+
+
+def test_a_blocked_annotator_sees_which_project_blocked_them_and_why(
+    world: World, as_user, db_session: Session
+) -> None:
+    annotator = _worked(world, as_user, db_session)
+    assert "Projects that blocked you" not in annotator.get("/work").get_data(as_text=True)
+    as_user(world.manager).post(_url(world, world.annotator.id, "block"), data={"reason": "Copied answers"})
+    html = annotator.get("/work").get_data(as_text=True)
+    assert "Projects that blocked you" in html
+    assert "Copied answers" in html
+    assert "Product reviews</strong>" in html
