@@ -194,7 +194,8 @@ def reverse_rejections(
     Locks, in phases, so that a batch never holds one kind of row while waiting for an earlier kind: each
     rejected label's appeal and row (item order, as an appeal's decision takes them: appeal, then label), then
     their items (item order, as every decision takes them), then per annotator (in annotator order, as consensus
-    pays several) their project-worker and skill rows, which the decisions update.
+    pays several) the rows the decisions update: the project-worker row first when any of their labels in the
+    batch is a gold answer (checking a gold answer takes it before the skill row), then the skill row.
     """
     reason = visible_text(reason)
     if not reason:
@@ -224,7 +225,13 @@ def reverse_rejections(
     for label, _ in chosen:  # already in item order
         if not label.is_gold:
             lock_task(session, label.task_id)
+    with_gold = {label.annotator_id for label, _ in chosen if label.is_gold}
+    locked_workers: set[int] = set()
     for label, appeal in sorted(chosen, key=lambda pair: (pair[0].annotator_id, pair[0].id)):
+        if label.annotator_id in with_gold and label.annotator_id not in locked_workers:
+            # before any of the annotator's skill rows: their gold answer's check takes the two in that order
+            lock_worker(session, project.id, label.annotator_id)
+            locked_workers.add(label.annotator_id)
         if appeal is not None and appeal.state == AppealState.OPEN:
             appeal.state = AppealState.UPHELD.value
             appeal.decided_by_id = user.id

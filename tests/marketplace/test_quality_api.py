@@ -33,6 +33,7 @@ class Team:
     manager: dict[str, str]
     reviewer: dict[str, str]
     reviewer_id: int
+    manager_id: int
     second_reviewer: dict[str, str]
     finance: dict[str, str]
     worker: AnnotatorProfile
@@ -51,6 +52,7 @@ def team(db_session, tasks: int = 3, **overrides: Any) -> Team:
         manager=headers["manager"],
         reviewer=f.auth(f.token(db_session, reviewer)),
         reviewer_id=reviewer.id,
+        manager_id=people["manager"].id,
         second_reviewer=f.auth(f.token(db_session, second)),
         finance=headers["finance"],
         worker=worker,

@@ -14,6 +14,7 @@ from marketplace.accounts.models import User
 from marketplace.billing.services import project_budget
 from marketplace.db import unit_of_work, utcnow
 from marketplace.events.models import Event
+from marketplace.projects.models import Project
 from marketplace.quality import appeals
 from marketplace.quality.models import Appeal
 from marketplace.work.models import Label
@@ -27,6 +28,7 @@ from tests.marketplace.test_quality_support import (  # noqa: F401  (fast_passwo
     lease,
     make_project,
     payable,
+    submit,
     work,
 )
 
@@ -270,4 +272,56 @@ def test_a_reversal_waits_for_an_appeal_decision_on_the_same_annotator_without_a
     assert _deadlocks(engine) == before
     assert {fresh(db_session, g1).review_state, fresh(db_session, g2).review_state} == {"accepted"}
     assert payable(db_session, t.worker) == (ordinary + 2) * PRICE
+    assert ledger.check_integrity(db_session) == []
+
+
+@pytest.mark.postgres
+def test_a_batch_with_an_annotators_ordinary_and_gold_labels_waits_for_their_gold_submit(
+    app, client, db_session, engine, monkeypatch
+) -> None:
+    """Checking a gold answer takes the annotator's project-worker row, then their skill row; a batch that
+    overturned their ordinary label (the skill row) before reaching their gold one (the project-worker row) took
+    the two the other way round."""
+    params = {"gold_rate": 0.5, "gold_min_items": 20, "gold_accuracy_floor": 0.1}
+    t = team(db_session, tasks=4, gold=4, review_params=params)  # manual review, gold mixed in
+    first_gold = lease(db_session, t.worker)  # the first item is gold
+    ordinary = work(db_session, t.worker, "dog")
+    assert (first_gold.is_gold, ordinary.is_gold) == (True, False)
+    reject(client, t, ordinary)
+    wrong_gold = submit(db_session, t.worker, first_gold, "dog")  # rejected at once: the answer is "cat"
+    assert ordinary.id < wrong_gold.id
+    pending_gold = lease(db_session, t.worker)
+    assert pending_gold.is_gold
+    real = appeals.overturn_rejection
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        if kwargs["label"].is_gold:
+            time.sleep(2)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(appeals, "overturn_rejection", slow)
+    before = _deadlocks(engine)
+    answers: dict[str, Any] = {}
+
+    def submit_gold() -> None:
+        time.sleep(0.7)  # while the batch is between its two labels
+        answers["submit"] = app.test_client().post(
+            f"/api/v1/assignments/{pending_gold.id}/submit", json={"value": "dog"}, headers=t.worker_auth
+        )
+
+    thread = threading.Thread(target=submit_gold)
+    thread.start()
+    with unit_of_work(app) as session:
+        outcomes = appeals.reverse_rejections(
+            session,
+            project=session.get_one(Project, t.project.id),
+            label_ids=[ordinary.id, wrong_gold.id],
+            user=session.get_one(User, t.manager_id),
+            reason="undo",
+            now=utcnow(),
+        )
+    thread.join(timeout=60)
+    assert outcomes == {ordinary.id: "reversed", wrong_gold.id: "reversed"}
+    assert answers["submit"].status_code == 200, answers["submit"].get_json()
+    assert _deadlocks(engine) == before
     assert ledger.check_integrity(db_session) == []
