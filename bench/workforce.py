@@ -7,9 +7,8 @@ accepted and paid, 10% rejected, 10% pending), in a database of its own. Rows ar
 (the assignments, labels, project-worker counters and the label payments' posted ledger transactions with their
 three entries), not through the work loop, which would take hours at a million labels; balance rows are not
 maintained, and the report does not read them. Then the app's own endpoint is timed in-process for the first
-page (50 annotators, the API's default), a page from the middle and one annotator. A page's cost follows its annotators' own
-labels, not the project's: 2,000 annotators with 500 labels each answer like 200 with 500. Progress goes to
-stderr, the Markdown table to stdout. A benchmark, not a test.
+page (50 annotators, the API's default), a page from the middle and one annotator. Progress goes to stderr,
+the Markdown table to stdout. A benchmark, not a test.
 """
 
 from __future__ import annotations
