@@ -7,16 +7,15 @@ from typing import Any
 import marshmallow as ma
 from flask.views import MethodView
 from marshmallow import fields, validate
-from sqlalchemy import select
 
 from marketplace.accounts.auth import current_user, project_for
 from marketplace.accounts.models import OrgRole
 from marketplace.api import Blueprint, Id, PlainInteger, StrictInteger
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.limits import MAX_ID
-from marketplace.quality import appeals
+from marketplace.quality import appeals, review
 from marketplace.quality.api import label_view
-from marketplace.work.models import Label, ReviewState
+from marketplace.work.models import ReviewState
 
 blp = Blueprint(
     "labels", __name__, url_prefix="/api/v1", description="A project's labels, and reversing rejections"
@@ -54,14 +53,15 @@ class ProjectLabels(MethodView):
         one review state, by one annotator or decided by one reviewer."""
         session = get_session()
         project = project_for(session, project_id, *READERS)
-        stmt = select(Label).where(Label.project_id == project.id, Label.id > query["after"])
-        if "review_state" in query:
-            stmt = stmt.where(Label.review_state == query["review_state"])
-        if "annotator_id" in query:
-            stmt = stmt.where(Label.annotator_id == query["annotator_id"])
-        if "reviewed_by_id" in query:
-            stmt = stmt.where(Label.reviewed_by_id == query["reviewed_by_id"])
-        labels = list(session.scalars(stmt.order_by(Label.id).limit(query["limit"])))
+        labels = review.project_labels(
+            session,
+            project_id=project.id,
+            review_state=query.get("review_state"),
+            annotator_id=query.get("annotator_id"),
+            reviewed_by_id=query.get("reviewed_by_id"),
+            after=query["after"],
+            limit=query["limit"],
+        )
         return {
             "items": [label_view(label) for label in labels],
             "next_after": labels[-1].id if len(labels) == query["limit"] else None,

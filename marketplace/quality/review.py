@@ -56,6 +56,28 @@ def queue_for_review(
     return entry
 
 
+def project_labels(
+    session: Session,
+    *,
+    project_id: int,
+    review_state: str | None = None,
+    annotator_id: int | None = None,
+    reviewed_by_id: int | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[Label]:
+    """A project's labels by id after `after`, optionally only those in one review state, by one annotator or
+    decided by one reviewer (the API's list and the web's rejections page)."""
+    stmt = select(Label).where(Label.project_id == project_id, Label.id > after)
+    if review_state is not None:
+        stmt = stmt.where(Label.review_state == review_state)
+    if annotator_id is not None:
+        stmt = stmt.where(Label.annotator_id == annotator_id)
+    if reviewed_by_id is not None:
+        stmt = stmt.where(Label.reviewed_by_id == reviewed_by_id)
+    return list(session.scalars(stmt.order_by(Label.id).limit(limit)))
+
+
 def reviewable_project_ids(user: User) -> Select[tuple[int]]:
     """The projects whose labels the user may review (all of them for a platform admin)."""
     stmt = select(Project.id)

@@ -24,8 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.annotators.models import AnnotatorProfile
-from marketplace.errors import NotFound
+from marketplace.errors import InvalidInput, NotFound
 from marketplace.events.services import record_event
+from marketplace.limits import visible_text
 from marketplace.projects.models import Project
 from marketplace.work.leases import lock_annotator, release_assignment
 from marketplace.work.models import Assignment, AssignmentState, Label, ProjectWorker
@@ -131,7 +132,11 @@ def _project_worker(session: Session, project: Project, annotator_id: int) -> Pr
 def block_annotator(
     session: Session, *, project: Project, annotator_id: int, reason: str, by_user_id: int, now: datetime
 ) -> Standing:
-    """A manager blocks someone who worked on the project; blocking a blocked annotator changes nothing."""
+    """A manager blocks someone who worked on the project, with a reason (one that shows nothing is refused);
+    blocking a blocked annotator changes nothing."""
+    reason = visible_text(reason)
+    if not reason:
+        raise InvalidInput("Give a reason for the block.", details={"reason": "blank"})
     worker = _project_worker(session, project, annotator_id)
     if worker.blocked_at is not None:
         return Standing(worker, changed=False)

@@ -13,8 +13,8 @@ from marketplace.accounts.auth import current_user, project_for
 from marketplace.accounts.models import OrgRole
 from marketplace.api import Blueprint, PlainInteger
 from marketplace.db import get_session, retry_transaction, utcnow
-from marketplace.errors import InvalidInput, NotFound
-from marketplace.limits import MAX_ID, visible_text
+from marketplace.errors import NotFound
+from marketplace.limits import MAX_ID
 from marketplace.projects.models import Project
 from marketplace.quality import workers
 from marketplace.throughput.workforce import project_workforce
@@ -91,14 +91,11 @@ class BlockWorker(MethodView):
         already (the block they have is kept)."""
         session = get_session()
         project = project_for(session, project_id, *DECIDERS)
-        reason = visible_text(body["reason"])
-        if not reason:
-            raise InvalidInput("Give a reason for the block.", details={"reason": "blank"})
         standing = workers.block_annotator(
             session,
             project=project,
             annotator_id=annotator_id,
-            reason=reason,
+            reason=body["reason"],
             by_user_id=current_user().id,
             now=utcnow(),
         )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+import csv
+import io
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, request, stream_with_context
 
 from marketplace.limits import MAX_ID
 
@@ -52,4 +56,21 @@ def _security_headers(response: Response) -> Response:
         # pages show who is logged in and what they earn: never from a shared cache or the back button of
         # someone who logged out
         response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def csv_response(name: str, rows: Iterator[list[str]]) -> Response:
+    """A CSV download written row by row as it is sent."""
+
+    def body() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in rows:
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    response = Response(stream_with_context(body()), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from flask import Response, render_template, request, stream_with_context
+from flask import Response, render_template, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -17,7 +16,7 @@ from marketplace.db import get_session, utcnow
 from marketplace.errors import InvalidInput
 from marketplace.payouts.services import get_gateway
 from marketplace.web.access import FINANCE, area_required
-from marketplace.web.blueprint import bp
+from marketplace.web.blueprint import bp, csv_response
 from marketplace.web.forms import PeriodForm
 from payments import reconciliation
 from payments.money import Money
@@ -126,21 +125,6 @@ def finance() -> str:
         report=report,
         now=utcnow(),
     )
-
-
-def csv_response(name: str, rows: Iterator[list[str]]) -> Response:
-    def body() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in rows:
-            writer.writerow(row)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-
-    response = Response(stream_with_context(body()), mimetype="text/csv")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
 
 
 @bp.get("/finance/payouts.csv")

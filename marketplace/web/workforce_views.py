@@ -21,8 +21,8 @@ from marketplace.annotators.models import AnnotatorProfile
 from marketplace.billing.services import project_budget
 from marketplace.db import get_session, retry_transaction, utcnow
 from marketplace.errors import InvalidInput, NotFound
-from marketplace.limits import visible_text
 from marketplace.quality.appeals import MAX_REVERSALS, reverse_rejections
+from marketplace.quality.review import project_labels
 from marketplace.quality.workers import block_annotator, unblock_annotator
 from marketplace.throughput.workforce import WorkerPerformance, project_workforce
 from marketplace.web.access import (
@@ -32,11 +32,10 @@ from marketplace.web.access import (
     area_required,
     reload_user_on_retry,
 )
-from marketplace.web.blueprint import bp, id_arg, parse_id
-from marketplace.web.finance_views import csv_response
+from marketplace.web.blueprint import bp, csv_response, id_arg, parse_id
 from marketplace.web.formatting import format_count
 from marketplace.web.forms import ActionForm, BlockWorkerForm, ReverseRejectionsForm
-from marketplace.work.models import Label, ReviewState
+from marketplace.work.models import ReviewState
 from payments.errors import InsufficientFunds
 from payments.money import Money
 
@@ -179,21 +178,22 @@ def block_project_worker(project_id: int, annotator_id: int) -> Response:
     session = get_session()
     found = project_for(session, project_id, *PROJECT_MANAGERS)
     form = BlockWorkerForm()
-    reason = visible_text(form.reason.data or "") if form.validate_on_submit() else ""
-    if not reason:
-        errors = [e for errors in form.errors.values() for e in errors] or [
-            "Say why: it is kept with the block."
-        ]
-        flash(f"Nobody was blocked: {' '.join(str(e) for e in errors)}", "error")
+    if not form.validate_on_submit():
+        errors = [str(e) for errors in form.errors.values() for e in errors]
+        flash(f"Nobody was blocked: {' '.join(errors)}", "error")
         return _back(found.id)
-    standing = block_annotator(
-        session,
-        project=found,
-        annotator_id=annotator_id,
-        reason=reason,
-        by_user_id=current_user().id,
-        now=utcnow(),
-    )
+    try:
+        standing = block_annotator(
+            session,
+            project=found,
+            annotator_id=annotator_id,
+            reason=form.reason.data or "",
+            by_user_id=current_user().id,
+            now=utcnow(),
+        )
+    except InvalidInput as exc:
+        flash(f"Nobody was blocked: {exc.message}", "error")
+        return _back(found.id)
     name = session.get_one(AnnotatorProfile, annotator_id).display_name
     if standing.changed:
         flash(f"Blocked {name} from this project; their live tasks in it went back to the pool.", "success")
@@ -284,17 +284,16 @@ def worker_rejections(project_id: int, annotator_id: int) -> Response | tuple[st
                 )
     elif form.is_submitted():
         status = 422
-    rows = session.execute(
-        select(Label, User.name)
-        .outerjoin(User, User.id == Label.reviewed_by_id)
-        .where(
-            Label.project_id == found.id,
-            Label.annotator_id == annotator_id,
-            Label.review_state == ReviewState.REJECTED.value,
-        )
-        .order_by(Label.id)
-        .limit(REJECTIONS_SHOWN)
-    ).all()
+    labels = project_labels(
+        session,
+        project_id=found.id,
+        review_state=ReviewState.REJECTED.value,
+        annotator_id=annotator_id,
+        limit=REJECTIONS_SHOWN,
+    )
+    reviewers = {label.reviewed_by_id for label in labels if label.reviewed_by_id is not None}
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(reviewers))).all())
+    rows = [(label, names.get(label.reviewed_by_id)) for label in labels]
     return (
         render_template(
             "web/projects/rejections.html",
